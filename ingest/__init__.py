@@ -1,0 +1,1 @@
+"""Ingestion: a folder of documents → chunks with dense and sparse vectors in Milvus."""

@@ -1,0 +1,129 @@
+"""`python -m ingest PATH [PATH ...]`: ingest documents into the Milvus collection."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from ingest.discover import discover
+from ingest.pipeline import FileOutcome, Ingestor, Status
+from rag.chunking import Chunker
+from rag.embedders import build_embedder
+from rag.settings import Settings
+from rag.store import CollectionProfile, MilvusStore, StoreError, connect
+
+app = typer.Typer(add_completion=False, help=__doc__)
+err = Console(stderr=True)
+out = Console()
+
+
+@app.command()
+def main(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders to ingest.")],
+    db: Annotated[str | None, typer.Option(help="Milvus Lite db path or server URL.")] = None,
+    collection: Annotated[str | None, typer.Option(help="Collection name.")] = None,
+    profile: Annotated[str | None, typer.Option(help="Embedder profile.")] = None,
+    include: Annotated[
+        list[str] | None, typer.Option(help="Glob of files to take (repeatable).")
+    ] = None,
+    exclude: Annotated[
+        list[str] | None, typer.Option(help="Glob of files to skip (repeatable).")
+    ] = None,
+    hidden: Annotated[bool, typer.Option(help="Also take hidden files and folders.")] = False,
+    batch_size: Annotated[int | None, typer.Option(help="Texts per model forward pass.")] = None,
+    chunk_size: Annotated[int | None, typer.Option(help="Max tokens per chunk.")] = None,
+    chunk_overlap: Annotated[int | None, typer.Option(help="Overlap tokens.")] = None,
+    prune: Annotated[
+        bool, typer.Option(help="Delete chunks of files under PATHS that no longer exist.")
+    ] = False,
+    reset: Annotated[bool, typer.Option(help="Drop the collection first.")] = False,
+) -> None:
+    """Ingest documents (md, txt, html, pdf, docx) into the Milvus collection.
+
+    Unchanged files are skipped, changed files replace their chunks. Exit code 1 when any
+    file failed, 2 when the store cannot be used.
+    """
+    overrides = {
+        "milvus_uri": db,
+        "collection": collection,
+        "profile": profile,
+        "batch_size": batch_size,
+        "chunk_size": chunk_size,
+        "chunk_overlap": chunk_overlap,
+    }
+    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    found = discover(paths, include, exclude, hidden)
+    for path, reason in found.errors:
+        err.print(f"[red]error[/red] {path}: {reason}", highlight=False)
+
+    with err.status(f"loading embedder profile {settings.profile}…"):
+        embedder = build_embedder(settings)
+    token = settings.milvus_token.get_secret_value() if settings.milvus_token else None
+    try:
+        if reset:
+            client = connect(settings.milvus_uri, token)
+            MilvusStore(client, settings.collection).drop()
+            client.close()
+        store = MilvusStore.open(
+            settings.milvus_uri,
+            settings.collection,
+            CollectionProfile.of(embedder),
+            token=token,
+            dense_index=settings.dense_index,
+            create=True,
+        )
+    except StoreError as error:
+        err.print(f"[red]error[/red] {error}", highlight=False)
+        raise typer.Exit(2) from None
+
+    chunker = Chunker(embedder.tokenizer, settings.chunk_size, settings.chunk_overlap)
+    ingestor = Ingestor(
+        store, embedder, chunker, max_bytes=int(settings.max_file_mb * 1_000_000)
+    )
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        console=err,
+    )
+    with progress:
+        files_task = progress.add_task("files", total=len(found.files), detail="")
+        chunks_task = progress.add_task("chunks written", total=None, detail="")
+
+        def on_file(outcome: FileOutcome) -> None:
+            progress.advance(files_task)
+            if outcome.status is Status.FAILED:
+                progress.console.print(
+                    f"[red]failed[/red] {outcome.path}: {outcome.reason}", highlight=False
+                )
+
+        def on_chunks(n: int) -> None:
+            progress.advance(chunks_task, n)
+
+        report = ingestor.run(found.files, on_file=on_file, on_chunks=on_chunks)
+    if prune:
+        report.outcomes.extend(ingestor.prune(found.roots, {str(p) for p in found.files}))
+    store.close()
+
+    out.print(f"{settings.collection} @ {settings.milvus_uri}", highlight=False)
+    out.print(report.summary(), highlight=False)
+    if report.failed or found.errors:
+        n = len(report.failed) + len(found.errors)
+        err.print(f"[red]{n} path(s) failed[/red]; see the lines above.", highlight=False)
+        raise typer.Exit(1)
+
+
+if __name__ == "__main__":
+    app()

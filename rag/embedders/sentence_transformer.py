@@ -1,0 +1,60 @@
+"""Dense embeddings from any sentence-transformers model (hub id or local path)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from rag.embedders.packaged import resolve_model
+
+
+class SentenceTransformerDense:
+    """A dense encoder over ``sentence_transformers.SentenceTransformer``.
+
+    Queries go through ``encode_query`` and documents through ``encode_document``, so models
+    with query/document prompts (E5, BGE) get them. Vectors are L2-normalised ``float32``.
+
+    Args:
+        model: hub id, local path, or a packaged model name (see ``rag.embedders.packaged``).
+        device: torch device string (``"cpu"``).
+        batch_size: texts per forward pass.
+        max_length: tokens read per text; capped at the model's own limit.
+
+    Raises:
+        OSError: the model cannot be found locally and the hub cannot be reached.
+    """
+
+    def __init__(
+        self, model: str, *, device: str = "cpu", batch_size: int = 32, max_length: int = 512
+    ) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        self.name = model
+        self.batch_size = batch_size
+        self.model = SentenceTransformer(resolve_model(model), device=device)
+        self.model.max_seq_length = min(self.model.max_seq_length or max_length, max_length)
+        self.max_tokens = self.model.max_seq_length
+        self.dim = int(self.model.get_embedding_dimension())
+        self.tokenizer = self.model.tokenizer
+
+    def _encode(self, texts: Sequence[str], *, query: bool) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        encode = self.model.encode_query if query else self.model.encode_document
+        vectors = encode(
+            list(texts),
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(vectors, dtype=np.float32)
+
+    def encode_documents(self, texts: Sequence[str]) -> np.ndarray:
+        """``float32 [len(texts), dim]`` document vectors."""
+        return self._encode(texts, query=False)
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """``float32 [len(texts), dim]`` query vectors."""
+        return self._encode(texts, query=True)

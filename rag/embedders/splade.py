@@ -1,0 +1,78 @@
+"""Learned sparse vectors from a SPLADE masked-language model (hub id or local path)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from scipy import sparse
+
+from rag.embedders.packaged import resolve_model
+
+
+class SpladeSparse:
+    """SPLADE lexical weights over the model's vocabulary.
+
+    For token logits ``w_ij`` (position ``i``, vocabulary term ``j``) a text's weight for term
+    ``j`` is ``max_i log(1 + relu(w_ij))`` over its non-padding positions: max pooling as in
+    SPLADE v2 (Formal et al., 2021, "SPLADE v2: Sparse Lexical and Expansion Model for
+    Information Retrieval", arXiv:2109.10086). Because ``log1p ∘ relu`` is monotone, the max
+    is taken over raw logits first and the transform applied to ``[n, V]`` only.
+
+    Args:
+        model: hub id (e.g. ``naver/splade-cocondenser-ensembledistil``), local path, or the
+            packaged ``splade-tiny``.
+        device: torch device string.
+        batch_size: texts per forward pass; texts are sorted by length to waste no padding.
+        max_length: tokens read per text.
+
+    Raises:
+        OSError: the model cannot be found locally and the hub cannot be reached.
+    """
+
+    def __init__(
+        self, model: str, *, device: str = "cpu", batch_size: int = 32, max_length: int = 512
+    ) -> None:
+        from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+        path = resolve_model(model)
+        self.name = model
+        self.device = device
+        self.batch_size = batch_size
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModelForMaskedLM.from_pretrained(path).to(device).eval()
+        self.max_tokens = min(max_length, self.tokenizer.model_max_length)
+        self.vocab_size = int(self.model.config.vocab_size)
+
+    @torch.inference_mode()
+    def _encode_batch(self, texts: list[str]) -> sparse.csr_array:
+        batch = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
+        ).to(self.device)
+        logits = self.model(**batch).logits  # [b, L, V]
+        logits.masked_fill_(batch["attention_mask"].unsqueeze(-1) == 0, 0.0)
+        weights = torch.log1p(torch.relu(logits.amax(dim=1)))  # [b, V]
+        rows, cols = torch.nonzero(weights, as_tuple=True)
+        values = weights[rows, cols].float().cpu().numpy()
+        return sparse.csr_array(
+            (values, (rows.cpu().numpy(), cols.cpu().numpy())),
+            shape=(len(texts), self.vocab_size),
+            dtype=np.float32,
+        )
+
+    def encode_documents(self, texts: Sequence[str]) -> sparse.csr_array:
+        """``csr_array [len(texts), vocab_size]`` of ``float32`` lexical weights."""
+        if not texts:
+            return sparse.csr_array((0, self.vocab_size), dtype=np.float32)
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        parts = [
+            self._encode_batch([texts[i] for i in order[start : start + self.batch_size]])
+            for start in range(0, len(texts), self.batch_size)
+        ]
+        stacked = sparse.vstack(parts, format="csr")
+        return sparse.csr_array(stacked[np.argsort(order, kind="stable")])
+
+    def encode_queries(self, texts: Sequence[str]) -> sparse.csr_array:
+        """Queries are encoded exactly like documents (symmetric SPLADE)."""
+        return self.encode_documents(texts)

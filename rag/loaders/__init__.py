@@ -1,0 +1,129 @@
+"""Document loading: one file path in, one `Document` of titled, sectioned plain text out."""
+
+from __future__ import annotations
+
+import errno
+import importlib
+import stat
+from pathlib import Path
+
+from rag.types import Document, Section
+
+__all__ = ["SUPPORTED_SUFFIXES", "LoadError", "load_document"]
+
+# Lower-case suffix -> the module of this package that parses it.
+_FORMATS: dict[str, str] = {
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".txt": "text",
+    ".text": "text",
+    ".html": "html",
+    ".htm": "html",
+    ".pdf": "pdf",
+    ".docx": "docx",
+}
+
+SUPPORTED_SUFFIXES: frozenset[str] = frozenset(_FORMATS)
+
+Parsed = tuple[str | None, list[Section]]
+"""What a format module's ``parse(path, data)`` returns: its title (if any) and sections."""
+
+
+class LoadError(Exception):
+    """A file that cannot be turned into a `Document`, with a short human reason.
+
+    Attributes:
+        path: the path that was being loaded.
+        reason: what is wrong with it ("empty file", "PDF is password-protected", ...).
+    """
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+def load_document(path: Path, *, max_bytes: int = 50_000_000) -> Document:
+    """Load one Markdown, plain-text, HTML, PDF or DOCX file as a `Document`.
+
+    Args:
+        path: the file to load; its suffix (case-insensitive) picks the parser.
+        max_bytes: files larger than this are refused before being read.
+
+    Returns:
+        The document: ``source`` is ``str(path)``; ``title`` comes from the file (front
+        matter, first heading, ``<title>``, PDF/DOCX metadata) or else the file stem;
+        ``sections`` hold at least one non-empty section.
+
+    Raises:
+        LoadError: the path is missing, not a regular file, unreadable, too large, of an
+            unsupported type, or its content is empty, damaged or holds no text.
+    """
+    data = _read(path, max_bytes)
+    suffix = path.suffix.lower()
+    if suffix not in _FORMATS:
+        shown = suffix or "no suffix"
+        raise LoadError(path, f"unsupported file type ({shown}); supported: {_supported()}")
+    if not data:
+        raise LoadError(path, "empty file")
+    # Imported on use: the format modules import LoadError from this package, and pypdf,
+    # python-docx and lxml are only loaded once a file needs them.
+    parser = importlib.import_module(f"{__name__}.{_FORMATS[suffix]}")
+    title, sections = parser.parse(path, data)
+    return Document(source=str(path), title=title or path.stem, sections=sections)
+
+
+def _supported() -> str:
+    """The supported suffixes, for error messages."""
+    return " ".join(sorted(SUPPORTED_SUFFIXES))
+
+
+def _read(path: Path, max_bytes: int) -> bytes:
+    """Return the bytes of a regular file no larger than ``max_bytes``, read once."""
+    try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise LoadError(path, _not_regular(info.st_mode))
+        if info.st_size > max_bytes:
+            raise LoadError(path, _too_large(info.st_size, max_bytes))
+        with path.open("rb") as handle:
+            data = handle.read(max_bytes + 1)
+    except OSError as exc:
+        raise LoadError(path, _os_reason(path, exc)) from exc
+    if len(data) > max_bytes:  # the file grew after stat()
+        raise LoadError(path, _too_large(len(data), max_bytes))
+    return data
+
+
+def _not_regular(mode: int) -> str:
+    """Why a path that exists is not loadable as a file."""
+    if stat.S_ISDIR(mode):
+        return "is a directory, not a file"
+    return "not a regular file (device, socket or pipe)"
+
+
+def _too_large(size: int, cap: int) -> str:
+    """The reason for a file over the size cap."""
+    return f"file too large: {_human_size(size)} > {_human_size(cap)} cap"
+
+
+def _human_size(size: int) -> str:
+    """``size`` bytes in decimal units: "512 bytes", "3.4 kB", "61.2 MB"."""
+    if size < 1_000:
+        return f"{size} bytes"
+    if size < 1_000_000:
+        return f"{size / 1_000:.1f} kB"
+    return f"{size / 1_000_000:.1f} MB"
+
+
+def _os_reason(path: Path, exc: OSError) -> str:
+    """A short reason for an error from stat() / open() / read()."""
+    if isinstance(exc, FileNotFoundError):
+        return "broken symlink (target missing)" if path.is_symlink() else "file not found (vanished?)"
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    if isinstance(exc, IsADirectoryError):
+        return "is a directory, not a file"
+    if exc.errno == errno.ELOOP:
+        return "symlink loop"
+    return f"cannot read file ({exc.strerror or exc})"

@@ -1,0 +1,156 @@
+"""Query → embed → search (dense, sparse) → fuse (Milvus ``hybrid_search``) → ranked hits."""
+
+from __future__ import annotations
+
+from pymilvus import AnnSearchRequest, RRFRanker, WeightedRanker
+
+from rag.embedders.base import Embedder
+from rag.settings import Fusion, SearchMode, Settings
+from rag.store import DENSE_FIELD, SPARSE_FIELD, MilvusStore, sparse_to_milvus
+from rag.types import Hit
+
+
+def source_prefix_filter(prefix: str | None) -> str:
+    """A Milvus filter expression for ``source`` starting with ``prefix`` ("" for none).
+
+    ``%``, ``_`` and ``\\`` in the prefix are escaped so they match literally.
+    """
+    if not prefix:
+        return ""
+    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f'source like "{escaped.replace(chr(34), chr(92) + chr(34))}%"'
+
+
+def make_ranker(fusion: Fusion, rrf_k: int = 60, weights: tuple[float, float] = (0.5, 0.5)):
+    """The Milvus ranker for ``fusion``.
+
+    RRF scores a hit ``sum_i 1 / (k + rank_i)`` over the lists it appears in (Cormack,
+    Clarke & Büttcher, SIGIR 2009, "Reciprocal Rank Fusion outperforms Condorcet and
+    individual Rank Learning Methods"; ``k = 60`` is their constant). ``WeightedRanker``
+    sums each list's normalised score times its weight (dense weight first).
+
+    Raises:
+        ValueError: ``rrf_k < 1`` or weights negative / all zero.
+    """
+    if fusion is Fusion.RRF:
+        if rrf_k < 1:
+            raise ValueError("rrf_k must be >= 1")
+        return RRFRanker(rrf_k)
+    if min(weights) < 0 or sum(weights) <= 0:
+        raise ValueError("weights must be non-negative and not all zero")
+    return WeightedRanker(*weights)
+
+
+def _hit(rank: int, raw: dict) -> Hit:
+    entity = raw["entity"]
+    return Hit(
+        rank=rank,
+        score=float(raw["distance"]),
+        chunk_id=str(raw["id"]),
+        source=entity["source"],
+        title=entity["title"],
+        heading=entity["heading"],
+        page=int(entity["page"]),
+        text=entity["text"],
+        chunk_index=int(entity["chunk_index"]),
+    )
+
+
+class Retriever:
+    """Searches a store with an embedder's query vectors.
+
+    Args:
+        store: the open collection (its profile must be the embedder's).
+        embedder: encodes queries.
+        candidates: hits each ``AnnSearchRequest`` returns before fusion.
+    """
+
+    def __init__(self, store: MilvusStore, embedder: Embedder, candidates: int = 50) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.candidates = candidates
+
+    @classmethod
+    def from_settings(cls, settings: Settings, embedder: Embedder) -> Retriever:
+        """Open the settings' collection for ``embedder`` (see ``MilvusStore.open``)."""
+        from rag.store import CollectionProfile
+
+        token = settings.milvus_token.get_secret_value() if settings.milvus_token else None
+        store = MilvusStore.open(
+            settings.milvus_uri,
+            settings.collection,
+            CollectionProfile.of(embedder),
+            token=token,
+            dense_index=settings.dense_index,
+            create=False,
+        )
+        return cls(store, embedder, settings.candidates)
+
+    def search(
+        self,
+        query: str,
+        *,
+        top_k: int = 10,
+        mode: SearchMode = SearchMode.HYBRID,
+        fusion: Fusion = Fusion.RRF,
+        rrf_k: int = 60,
+        weights: tuple[float, float] = (0.5, 0.5),
+        source_prefix: str | None = None,
+        stage_ranks: bool = True,
+    ) -> list[Hit]:
+        """The ``top_k`` best chunks for ``query``, best first.
+
+        ``hybrid`` sends two ``AnnSearchRequest`` (dense and sparse, ``candidates`` hits
+        each) to Milvus ``hybrid_search`` fused by RRF or weighted scores; ``dense`` and
+        ``sparse`` search one field. With ``stage_ranks``, each hybrid hit also carries its
+        rank and score in the dense and sparse lists (two more searches). A query whose
+        sparse vector is empty (no known term) is searched densely only.
+
+        Raises:
+            ValueError: empty query or invalid fusion parameters.
+        """
+        if not query.strip():
+            raise ValueError("the query is empty")
+        vectors = self.embedder.encode_queries([query])
+        dense = vectors.dense[0]
+        sparse_rows = [] if vectors.sparse[[0]].nnz == 0 else sparse_to_milvus(vectors.sparse[[0]])
+        expr = source_prefix_filter(source_prefix)
+        limit = max(top_k, self.candidates)
+
+        if mode is SearchMode.SPARSE and not sparse_rows:
+            return []
+        if mode is SearchMode.DENSE or not sparse_rows:
+            raw = self.store.search(DENSE_FIELD, [dense], top_k, expr)
+            return self._annotate([_hit(i + 1, r) for i, r in enumerate(raw)], "dense")
+        if mode is SearchMode.SPARSE:
+            raw = self.store.search(SPARSE_FIELD, sparse_rows, top_k, expr)
+            return self._annotate([_hit(i + 1, r) for i, r in enumerate(raw)], "sparse")
+
+        requests = [
+            AnnSearchRequest([dense], DENSE_FIELD, {"metric_type": "IP"}, limit, expr=expr),
+            AnnSearchRequest(sparse_rows, SPARSE_FIELD, {"metric_type": "IP"}, limit, expr=expr),
+        ]
+        raw = self.store.hybrid_search(requests, make_ranker(fusion, rrf_k, weights), top_k)
+        hits = [_hit(i + 1, r) for i, r in enumerate(raw)]
+        if stage_ranks:
+            dense_raw = self.store.search(DENSE_FIELD, [dense], limit, expr)
+            sparse_raw = self.store.search(SPARSE_FIELD, sparse_rows, limit, expr)
+            _set_stage(hits, dense_raw, "dense")
+            _set_stage(hits, sparse_raw, "sparse")
+        return hits
+
+    @staticmethod
+    def _annotate(hits: list[Hit], stage: str) -> list[Hit]:
+        for hit in hits:
+            setattr(hit, f"{stage}_rank", hit.rank)
+            setattr(hit, f"{stage}_score", hit.score)
+        return hits
+
+
+def _set_stage(hits: list[Hit], raw: list[dict], stage: str) -> None:
+    position = {str(r["id"]): (i + 1, float(r["distance"])) for i, r in enumerate(raw)}
+    for hit in hits:
+        if hit.chunk_id in position:
+            rank, score = position[hit.chunk_id]
+            setattr(hit, f"{stage}_rank", rank)
+            setattr(hit, f"{stage}_score", score)

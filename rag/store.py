@@ -1,0 +1,438 @@
+"""The Milvus collection of chunks: schema, profile record, file manifest, writes and reads.
+
+One URI works for both deployments: a local path (a Milvus Lite db, a directory ending in
+``.db``) or a server URL (``http://127.0.0.1:19530``: ``milvus-lite server`` or Milvus).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from pymilvus import AnnSearchRequest, DataType, MilvusClient
+from scipy import sparse
+
+from rag.embedders.base import Embedder, Embeddings
+from rag.types import Chunk
+
+SCHEMA_VERSION = 1
+PROFILE_PROPERTY = "rag.profile"
+DENSE_FIELD = "dense"
+SPARSE_FIELD = "sparse"
+CHUNK_FIELDS = ["id", "text", "source", "title", "heading", "chunk_index", "page", "file_hash"]
+# VARCHAR limits are in bytes of UTF-8 (Milvus docs, "String Field").
+_MAX_BYTES = {"text": 65_535, "source": 2_048, "title": 1_024, "heading": 2_048}
+_BATCH_ROWS = 256
+_SCALAR_INDEX_FIELDS = ("source", "file_hash")
+
+
+class StoreError(RuntimeError):
+    """A Milvus problem the user can act on; the message says what to do."""
+
+
+class StoreLockedError(StoreError):
+    """The Milvus Lite db is open in another process (one process per db)."""
+
+
+class ProfileMismatchError(StoreError):
+    """The collection was built by another embedder profile or schema version."""
+
+
+@dataclass(frozen=True)
+class CollectionProfile:
+    """What built a collection, recorded in its properties so vectors are never mixed.
+
+    Attributes:
+        profile: embedder profile name.
+        dense_model, sparse_model: model ids or paths of the dense and sparse functions.
+        dim: dense vector dimension.
+        vocab_size: sparse vector dimension (vocabulary size).
+        schema_version: version of this module's schema.
+    """
+
+    profile: str
+    dense_model: str
+    sparse_model: str
+    dim: int
+    vocab_size: int
+    schema_version: int = SCHEMA_VERSION
+
+    @classmethod
+    def of(cls, embedder: Embedder) -> CollectionProfile:
+        """The profile record of ``embedder``."""
+        return cls(
+            embedder.profile,
+            embedder.dense_name,
+            embedder.sparse_name,
+            embedder.dim,
+            embedder.vocab_size,
+        )
+
+    def describe(self) -> str:
+        """One human line: ``profile (dense ×dim, sparse ×vocab, schema vN)``."""
+        return (
+            f"{self.profile} (dense {self.dense_model} ×{self.dim}, sparse {self.sparse_model} "
+            f"×{self.vocab_size}, schema v{self.schema_version})"
+        )
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """A manifest row: the version of a file whose chunks are completely stored.
+
+    Attributes:
+        source: the file path (the chunks' ``source``).
+        file_hash: sha256 hex of the file's bytes.
+        size: bytes.
+        mtime_ns: modification time, nanoseconds since the epoch.
+        n_chunks: chunks stored for this version.
+        ingested_at: unix seconds when the version was committed.
+    """
+
+    source: str
+    file_hash: str
+    size: int
+    mtime_ns: int
+    n_chunks: int
+    ingested_at: int
+
+
+def sparse_to_milvus(matrix: sparse.csr_array) -> list[dict[int, float]]:
+    """Rows of a ``csr_array [n, V]`` as the ``{dimension: weight}`` dicts Milvus accepts.
+
+    Milvus rejects an empty sparse vector. An all-zero row (text whose every term has zero
+    weight) is stored as ``{V: 1e-9}``: dimension ``V`` lies outside every query's
+    vocabulary, so the row is valid but never matches a sparse query.
+    """
+    matrix = sparse.csr_array(matrix)
+    vocab_size = matrix.shape[1]
+    rows = []
+    for i in range(matrix.shape[0]):
+        start, end = matrix.indptr[i], matrix.indptr[i + 1]
+        row = {
+            int(k): float(v)
+            for k, v in zip(matrix.indices[start:end], matrix.data[start:end])
+            if v > 0
+        }
+        rows.append(row or {vocab_size: 1e-9})
+    return rows
+
+
+def _fit_bytes(value: str, limit: int) -> str:
+    encoded = value.encode("utf-8")
+    return value if len(encoded) <= limit else encoded[:limit].decode("utf-8", "ignore")
+
+
+def _quote(value: str) -> str:
+    return json.dumps(value)  # a Milvus string literal: double quotes, escaped
+
+
+def _is_locked(error: BaseException) -> bool:
+    while error is not None:
+        if type(error).__name__ == "DataDirLockedError":
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def connect(uri: str, token: str | None = None) -> MilvusClient:
+    """A ``MilvusClient`` for a Lite db path or a server URL.
+
+    Raises:
+        StoreLockedError: the Lite db is open in another process.
+        StoreError: the server cannot be reached or the db cannot be opened.
+    """
+    local = "://" not in uri
+    if local:
+        Path(uri).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return MilvusClient(uri=uri, token=token or "")
+    except Exception as error:
+        if _is_locked(error):
+            raise StoreLockedError(
+                f"the Milvus Lite db {uri} is in use by another process (Milvus Lite allows "
+                "one process per db). Stop that process, or serve the db to several "
+                f"processes with `milvus-lite server --data-dir {uri} --host 127.0.0.1 --port "
+                "19530` and use RAG_MILVUS_URI=http://127.0.0.1:19530 (or --db)."
+            ) from None
+        raise StoreError(f"cannot open Milvus at {uri}: {error}") from None
+
+
+class MilvusStore:
+    """The chunk collection and its file manifest (``<collection>__files``).
+
+    Use :meth:`open`; the constructor only stores its arguments.
+
+    Args:
+        client: a connected ``MilvusClient``.
+        collection: the chunk collection's name.
+        dense_index: ``FLAT`` (exact) or ``HNSW`` (M=16, efConstruction=200).
+    """
+
+    def __init__(self, client: MilvusClient, collection: str, dense_index: str = "FLAT") -> None:
+        self.client = client
+        self.collection = collection
+        self.files_collection = f"{collection}__files"
+        self.dense_index = dense_index.upper()
+        self.profile: CollectionProfile | None = None
+
+    # ----------------------------------------------------------------- lifecycle
+    @classmethod
+    def open(
+        cls,
+        uri: str,
+        collection: str,
+        profile: CollectionProfile | None = None,
+        *,
+        token: str | None = None,
+        dense_index: str = "FLAT",
+        create: bool = True,
+    ) -> MilvusStore:
+        """Connect, create the collection if needed, check its profile, load it and warm up.
+
+        Args:
+            uri: Lite db path or server URL.
+            collection: collection name.
+            profile: the embedder's profile; ``None`` opens whatever profile is recorded.
+            create: create a missing collection (needs ``profile``).
+
+        Raises:
+            StoreLockedError, StoreError: see :func:`connect`; or the collection is missing
+                and ``create`` is false.
+            ProfileMismatchError: the collection was built by another profile or schema.
+        """
+        store = cls(connect(uri, token), collection, dense_index)
+        if not store.client.has_collection(collection):
+            if not create or profile is None:
+                raise StoreError(
+                    f"no collection {collection!r} at {uri}: ingest documents first "
+                    "(python -m ingest PATH)"
+                )
+            store._create(profile)
+        store.profile = store._recorded_profile()
+        if profile is not None:
+            store._check_profile(profile, uri)
+        store._load_and_warm_up()
+        return store
+
+    def close(self) -> None:
+        """Release the connection (and the Lite db's lock)."""
+        self.client.close()
+
+    def drop(self) -> None:
+        """Delete the chunk collection and its manifest."""
+        for name in (self.collection, self.files_collection):
+            if self.client.has_collection(name):
+                self.client.drop_collection(name)
+
+    def _create(self, profile: CollectionProfile) -> None:
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
+        schema.add_field("text", DataType.VARCHAR, max_length=_MAX_BYTES["text"])
+        schema.add_field("source", DataType.VARCHAR, max_length=_MAX_BYTES["source"])
+        schema.add_field("title", DataType.VARCHAR, max_length=_MAX_BYTES["title"])
+        schema.add_field("heading", DataType.VARCHAR, max_length=_MAX_BYTES["heading"])
+        schema.add_field("chunk_index", DataType.INT32)
+        schema.add_field("page", DataType.INT32)
+        schema.add_field("file_hash", DataType.VARCHAR, max_length=64)
+        schema.add_field(DENSE_FIELD, DataType.FLOAT_VECTOR, dim=profile.dim)
+        schema.add_field(SPARSE_FIELD, DataType.SPARSE_FLOAT_VECTOR)
+        index = self.client.prepare_index_params()
+        if self.dense_index == "HNSW":
+            index.add_index(
+                DENSE_FIELD, index_type="HNSW", metric_type="IP",
+                params={"M": 16, "efConstruction": 200},
+            )
+        else:
+            index.add_index(DENSE_FIELD, index_type="FLAT", metric_type="IP")
+        index.add_index(SPARSE_FIELD, index_type="SPARSE_INVERTED_INDEX", metric_type="IP")
+        for field in _SCALAR_INDEX_FIELDS:
+            index.add_index(field, index_type="INVERTED")
+        self.client.create_collection(
+            self.collection,
+            schema=schema,
+            index_params=index,
+            properties={PROFILE_PROPERTY: json.dumps(asdict(profile))},
+        )
+        files = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        files.add_field("source", DataType.VARCHAR, is_primary=True, max_length=2_048)
+        files.add_field("file_hash", DataType.VARCHAR, max_length=64)
+        files.add_field("size", DataType.INT64)
+        files.add_field("mtime_ns", DataType.INT64)
+        files.add_field("n_chunks", DataType.INT32)
+        files.add_field("ingested_at", DataType.INT64)
+        files.add_field("vec", DataType.FLOAT_VECTOR, dim=2)  # Milvus needs one vector field
+        files_index = self.client.prepare_index_params()
+        files_index.add_index("vec", index_type="FLAT", metric_type="L2")
+        self.client.create_collection(self.files_collection, schema=files, index_params=files_index)
+
+    def _recorded_profile(self) -> CollectionProfile:
+        properties = self.client.describe_collection(self.collection).get("properties", {})
+        raw = properties.get(PROFILE_PROPERTY)
+        if raw is None:
+            raise ProfileMismatchError(
+                f"collection {self.collection!r} was not created by this tool (no "
+                f"{PROFILE_PROPERTY} property): use another --collection, or --reset it"
+            )
+        return CollectionProfile(**json.loads(raw))
+
+    def _check_profile(self, wanted: CollectionProfile, uri: str) -> None:
+        if self.profile != wanted:
+            raise ProfileMismatchError(
+                f"collection {self.collection!r} at {uri} was built with "
+                f"{self.profile.describe()}, but the current settings use {wanted.describe()}. "
+                "Vectors of different models cannot be mixed: use the matching profile "
+                "(RAG_PROFILE / model settings), ingest into another --collection, or rebuild "
+                "this one with `python -m ingest PATH --reset`."
+            )
+
+    def _load_and_warm_up(self) -> None:
+        for name in (self.collection, self.files_collection):
+            self.client.load_collection(name)
+        assert self.profile is not None
+        self.client.search(
+            self.collection,
+            data=[np.ones(self.profile.dim, np.float32) / np.sqrt(self.profile.dim)],
+            anns_field=DENSE_FIELD,
+            limit=1,
+            output_fields=["id"],
+        )
+
+    # ----------------------------------------------------------------- chunks
+    def upsert_chunks(self, chunks: Sequence[Chunk], embeddings: Embeddings) -> None:
+        """Write chunks with their vectors (insert or overwrite by ``chunk_id``), in batches.
+
+        Raises:
+            ValueError: ``chunks`` and ``embeddings`` differ in length.
+        """
+        if len(chunks) != embeddings.dense.shape[0] or len(chunks) != embeddings.sparse.shape[0]:
+            raise ValueError("chunks and embeddings must have the same number of rows")
+        sparse_rows = sparse_to_milvus(embeddings.sparse)
+        rows = [
+            {
+                "id": c.chunk_id,
+                "text": _fit_bytes(c.text, _MAX_BYTES["text"]),
+                "source": _fit_bytes(c.source, _MAX_BYTES["source"]),
+                "title": _fit_bytes(c.title, _MAX_BYTES["title"]),
+                "heading": _fit_bytes(c.heading, _MAX_BYTES["heading"]),
+                "chunk_index": c.chunk_index,
+                "page": c.page,
+                "file_hash": c.file_hash,
+                DENSE_FIELD: embeddings.dense[i],
+                SPARSE_FIELD: sparse_rows[i],
+            }
+            for i, c in enumerate(chunks)
+        ]
+        for start in range(0, len(rows), _BATCH_ROWS):
+            self.client.upsert(self.collection, rows[start : start + _BATCH_ROWS])
+
+    def delete_chunks(self, chunk_ids: Iterable[str]) -> None:
+        """Delete chunks by id."""
+        ids = list(chunk_ids)
+        for start in range(0, len(ids), _BATCH_ROWS):
+            self.client.delete(self.collection, ids=ids[start : start + _BATCH_ROWS])
+
+    def chunk_ids(self, source: str) -> set[str]:
+        """Ids of every stored chunk of ``source`` (of any version)."""
+        rows = self.client.query(
+            self.collection, filter=f"source == {_quote(source)}", output_fields=["id"]
+        )
+        return {row["id"] for row in rows}
+
+    def count_chunks(self) -> int:
+        """Number of chunks in the collection."""
+        rows = self.client.query(self.collection, filter="", output_fields=["count(*)"])
+        return int(rows[0]["count(*)"])
+
+    def all_chunk_ids(self) -> set[str]:
+        """Every chunk id (reads the whole collection: for checks and tests)."""
+        iterator = self.client.query_iterator(
+            self.collection, batch_size=1000, filter="", output_fields=["id"]
+        )
+        ids: set[str] = set()
+        while batch := iterator.next():
+            ids.update(row["id"] for row in batch)
+        iterator.close()
+        return ids
+
+    # ----------------------------------------------------------------- manifest
+    def files(self) -> dict[str, FileRecord]:
+        """The manifest: every file whose current version is completely stored."""
+        iterator = self.client.query_iterator(
+            self.files_collection,
+            batch_size=1000,
+            filter="",
+            output_fields=["source", "file_hash", "size", "mtime_ns", "n_chunks", "ingested_at"],
+        )
+        records: dict[str, FileRecord] = {}
+        while batch := iterator.next():
+            for row in batch:
+                records[row["source"]] = FileRecord(
+                    row["source"], row["file_hash"], int(row["size"]), int(row["mtime_ns"]),
+                    int(row["n_chunks"]), int(row["ingested_at"]),
+                )
+        iterator.close()
+        return records
+
+    def commit_file(self, record: FileRecord) -> None:
+        """Record ``record`` as the file's completely stored version."""
+        row = asdict(record) | {"vec": [1.0, 0.0]}
+        self.client.upsert(self.files_collection, [row])
+
+    def forget_file(self, source: str) -> None:
+        """Delete a file's chunks (every version) and its manifest row."""
+        self.client.delete(self.collection, filter=f"source == {_quote(source)}")
+        self.client.delete(self.files_collection, ids=[source])
+
+    # ----------------------------------------------------------------- search
+    def search(
+        self,
+        field: str,
+        vectors: list,
+        limit: int,
+        filter: str = "",
+    ) -> list[dict]:
+        """One ANN search on ``field`` (``dense`` or ``sparse``); hits best first."""
+        result = self.client.search(
+            self.collection,
+            data=vectors,
+            anns_field=field,
+            limit=limit,
+            filter=filter,
+            search_params={"metric_type": "IP"},
+            output_fields=CHUNK_FIELDS,
+        )
+        return list(result[0])
+
+    def hybrid_search(
+        self, requests: list[AnnSearchRequest], ranker, limit: int
+    ) -> list[dict]:
+        """Milvus ``hybrid_search``: the requests' hit lists fused by ``ranker``, best first."""
+        result = self.client.hybrid_search(
+            self.collection, requests, ranker, limit=limit, output_fields=CHUNK_FIELDS
+        )
+        return list(result[0])
+
+    def stats(self) -> dict:
+        """Profile, file and chunk counts, for display."""
+        return {
+            "collection": self.collection,
+            "profile": self.profile.describe() if self.profile else None,
+            "files": len(self.files()),
+            "chunks": self.count_chunks(),
+        }
+
+
+__all__ = [
+    "CollectionProfile",
+    "FileRecord",
+    "MilvusStore",
+    "ProfileMismatchError",
+    "StoreError",
+    "StoreLockedError",
+    "connect",
+    "sparse_to_milvus",
+]

@@ -87,9 +87,7 @@ def main(
         raise typer.Exit(2) from None
 
     chunker = Chunker(embedder.tokenizer, settings.chunk_size, settings.chunk_overlap)
-    ingestor = Ingestor(
-        store, embedder, chunker, max_bytes=int(settings.max_file_mb * 1_000_000)
-    )
+    ingestor = Ingestor(store, embedder, chunker, max_bytes=int(settings.max_file_mb * 1_000_000))
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),

@@ -45,9 +45,7 @@ def search(
     mode: Annotated[SearchMode | None, typer.Option(help="Fields to search.")] = None,
     fusion: Annotated[Fusion | None, typer.Option(help="How hybrid lists are fused.")] = None,
     rrf_k: Annotated[int | None, typer.Option("--rrf-k", help="RRF constant k.")] = None,
-    weights: Annotated[
-        str | None, typer.Option(help="Weighted fusion: W_DENSE,W_SPARSE.")
-    ] = None,
+    weights: Annotated[str | None, typer.Option(help="Weighted fusion: W_DENSE,W_SPARSE.")] = None,
     source_prefix: Annotated[
         str | None, typer.Option(help="Only chunks whose source path starts with this.")
     ] = None,
@@ -81,8 +79,11 @@ def search(
         raise typer.Exit(2) from None
     retriever.store.close()
     if as_json:
-        print(json.dumps([{k: asdict(h)[k] for k in HIT_FIELDS} for h in hits], indent=2,
-                         ensure_ascii=False))
+        print(
+            json.dumps(
+                [{k: asdict(h)[k] for k in HIT_FIELDS} for h in hits], indent=2, ensure_ascii=False
+            )
+        )
         return
     table = Table(show_lines=True)
     for column in ("#", "score", "source", "heading / page", "text"):

@@ -6,7 +6,7 @@ from pymilvus import AnnSearchRequest, RRFRanker, WeightedRanker
 
 from rag.embedders.base import Embedder
 from rag.settings import Fusion, SearchMode, Settings
-from rag.store import DENSE_FIELD, SPARSE_FIELD, MilvusStore, sparse_to_milvus
+from rag.store import BM25_FIELD, DENSE_FIELD, SPARSE_FIELD, MilvusStore, sparse_to_milvus
 from rag.types import Hit
 
 
@@ -102,19 +102,29 @@ class Retriever:
 
         ``hybrid`` sends two ``AnnSearchRequest`` (dense and sparse, ``candidates`` hits
         each) to Milvus ``hybrid_search`` fused by RRF or weighted scores; ``dense`` and
-        ``sparse`` search one field. With ``stage_ranks``, each hybrid hit also carries its
-        rank and score in the dense and sparse lists (two more searches). A query whose
-        sparse vector is empty (no known term) is searched densely only.
+        ``sparse`` search one field; ``bm25`` runs Milvus's full-text BM25 on the chunk
+        text (its scores are relevance, higher is better). With ``stage_ranks``, each hybrid
+        hit also carries its rank and score in the dense and sparse lists (two more
+        searches). A query whose sparse vector is empty (no known term) is searched densely
+        only.
 
         Raises:
             ValueError: empty query or invalid fusion parameters.
         """
         if not query.strip():
             raise ValueError("the query is empty")
+        expr = source_prefix_filter(source_prefix)
+        if mode is SearchMode.BM25:
+            hits = [
+                _hit(i + 1, r)
+                for i, r in enumerate(self.store.search(BM25_FIELD, [query], top_k, expr))
+            ]
+            for hit in hits:  # milvus-lite 3.2 returns BM25 scores negated, Milvus positive
+                hit.score = abs(hit.score)
+            return hits
         vectors = self.embedder.encode_queries([query])
         dense = vectors.dense[0]
         sparse_rows = [] if vectors.sparse[[0]].nnz == 0 else sparse_to_milvus(vectors.sparse[[0]])
-        expr = source_prefix_filter(source_prefix)
         limit = max(top_k, self.candidates)
 
         if mode is SearchMode.SPARSE and not sparse_rows:

@@ -20,6 +20,7 @@ class SearchMode(StrEnum):
     HYBRID = "hybrid"
     DENSE = "dense"
     SPARSE = "sparse"
+    BM25 = "bm25"
 
 
 class Fusion(StrEnum):

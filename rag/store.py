@@ -7,12 +7,13 @@ One URI works for both deployments: a local path (a Milvus Lite db, a directory 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from pymilvus import AnnSearchRequest, DataType, MilvusClient
+from pymilvus import AnnSearchRequest, DataType, Function, FunctionType, MilvusClient
 from scipy import sparse
 
 from rag.embedders.base import Embedder, Embeddings
@@ -22,11 +23,15 @@ SCHEMA_VERSION = 1
 PROFILE_PROPERTY = "rag.profile"
 DENSE_FIELD = "dense"
 SPARSE_FIELD = "sparse"
+BM25_FIELD = "bm25"  # filled by Milvus's BM25 function from `text` (standard analyzer)
 CHUNK_FIELDS = ["id", "text", "source", "title", "heading", "chunk_index", "page", "file_hash"]
 # VARCHAR limits are in bytes of UTF-8 (Milvus docs, "String Field").
 _MAX_BYTES = {"text": 65_535, "source": 2_048, "title": 1_024, "heading": 2_048}
 _BATCH_ROWS = 256
 _SCALAR_INDEX_FIELDS = ("source", "file_hash")
+# pymilvus logs every failed RPC with a traceback at ERROR, and iterator notes at WARNING;
+# this module turns failures into exceptions with a clear message instead.
+logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
 
 
 class StoreError(RuntimeError):
@@ -114,7 +119,7 @@ def sparse_to_milvus(matrix: sparse.csr_array) -> list[dict[int, float]]:
         start, end = matrix.indptr[i], matrix.indptr[i + 1]
         row = {
             int(k): float(v)
-            for k, v in zip(matrix.indices[start:end], matrix.data[start:end])
+            for k, v in zip(matrix.indices[start:end], matrix.data[start:end], strict=True)
             if v > 0
         }
         rows.append(row or {vocab_size: 1e-9})
@@ -150,7 +155,7 @@ def connect(uri: str, token: str | None = None) -> MilvusClient:
         Path(uri).expanduser().parent.mkdir(parents=True, exist_ok=True)
     try:
         return MilvusClient(uri=uri, token=token or "")
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 - pymilvus raises several unrelated types here
         if _is_locked(error):
             raise StoreLockedError(
                 f"the Milvus Lite db {uri} is in use by another process (Milvus Lite allows "
@@ -231,7 +236,9 @@ class MilvusStore:
     def _create(self, profile: CollectionProfile) -> None:
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
-        schema.add_field("text", DataType.VARCHAR, max_length=_MAX_BYTES["text"])
+        schema.add_field(
+            "text", DataType.VARCHAR, max_length=_MAX_BYTES["text"], enable_analyzer=True
+        )
         schema.add_field("source", DataType.VARCHAR, max_length=_MAX_BYTES["source"])
         schema.add_field("title", DataType.VARCHAR, max_length=_MAX_BYTES["title"])
         schema.add_field("heading", DataType.VARCHAR, max_length=_MAX_BYTES["heading"])
@@ -240,15 +247,27 @@ class MilvusStore:
         schema.add_field("file_hash", DataType.VARCHAR, max_length=64)
         schema.add_field(DENSE_FIELD, DataType.FLOAT_VECTOR, dim=profile.dim)
         schema.add_field(SPARSE_FIELD, DataType.SPARSE_FLOAT_VECTOR)
+        schema.add_field(BM25_FIELD, DataType.SPARSE_FLOAT_VECTOR)
+        schema.add_function(
+            Function(
+                name="text_bm25",
+                function_type=FunctionType.BM25,
+                input_field_names=["text"],
+                output_field_names=[BM25_FIELD],
+            )
+        )
         index = self.client.prepare_index_params()
         if self.dense_index == "HNSW":
             index.add_index(
-                DENSE_FIELD, index_type="HNSW", metric_type="IP",
+                DENSE_FIELD,
+                index_type="HNSW",
+                metric_type="IP",
                 params={"M": 16, "efConstruction": 200},
             )
         else:
             index.add_index(DENSE_FIELD, index_type="FLAT", metric_type="IP")
         index.add_index(SPARSE_FIELD, index_type="SPARSE_INVERTED_INDEX", metric_type="IP")
+        index.add_index(BM25_FIELD, index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
         for field in _SCALAR_INDEX_FIELDS:
             index.add_index(field, index_type="INVERTED")
         self.client.create_collection(
@@ -371,8 +390,12 @@ class MilvusStore:
         while batch := iterator.next():
             for row in batch:
                 records[row["source"]] = FileRecord(
-                    row["source"], row["file_hash"], int(row["size"]), int(row["mtime_ns"]),
-                    int(row["n_chunks"]), int(row["ingested_at"]),
+                    row["source"],
+                    row["file_hash"],
+                    int(row["size"]),
+                    int(row["mtime_ns"]),
+                    int(row["n_chunks"]),
+                    int(row["ingested_at"]),
                 )
         iterator.close()
         return records
@@ -395,21 +418,23 @@ class MilvusStore:
         limit: int,
         filter: str = "",
     ) -> list[dict]:
-        """One ANN search on ``field`` (``dense`` or ``sparse``); hits best first."""
+        """One ANN search on ``field``, hits best first.
+
+        ``vectors`` are dense vectors for ``dense``, ``{dim: weight}`` dicts for ``sparse``,
+        and query strings for ``bm25`` (Milvus analyzes them with the text field's analyzer).
+        """
         result = self.client.search(
             self.collection,
             data=vectors,
             anns_field=field,
             limit=limit,
             filter=filter,
-            search_params={"metric_type": "IP"},
+            search_params={"metric_type": "BM25" if field == BM25_FIELD else "IP"},
             output_fields=CHUNK_FIELDS,
         )
         return list(result[0])
 
-    def hybrid_search(
-        self, requests: list[AnnSearchRequest], ranker, limit: int
-    ) -> list[dict]:
+    def hybrid_search(self, requests: list[AnnSearchRequest], ranker, limit: int) -> list[dict]:
         """Milvus ``hybrid_search``: the requests' hit lists fused by ``ranker``, best first."""
         result = self.client.hybrid_search(
             self.collection, requests, ranker, limit=limit, output_fields=CHUNK_FIELDS

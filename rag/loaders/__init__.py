@@ -119,7 +119,9 @@ def _human_size(size: int) -> str:
 def _os_reason(path: Path, exc: OSError) -> str:
     """A short reason for an error from stat() / open() / read()."""
     if isinstance(exc, FileNotFoundError):
-        return "broken symlink (target missing)" if path.is_symlink() else "file not found (vanished?)"
+        return (
+            "broken symlink (target missing)" if path.is_symlink() else "file not found (vanished?)"
+        )
     if isinstance(exc, PermissionError):
         return "permission denied"
     if isinstance(exc, IsADirectoryError):

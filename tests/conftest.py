@@ -1,0 +1,72 @@
+"""Shared fixtures: the real data beside the repo, the packaged embedder, an ingested db."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+MILVUS_DOCS_EN = SHARED_DATA / "milvus_docs" / "web-content_v2.6.x_en" / "site" / "en"
+
+
+def milvus_docs_subset() -> list[Path]:
+    """A real subset of the Milvus docs: the vector index pages (about 200 kB, 16 pages)."""
+    guide = MILVUS_DOCS_EN / "userGuide"
+    return sorted(
+        [
+            *(guide / "indexes" / "floating-vector").glob("*.md"),
+            guide / "indexes" / "sparse" / "sparse-inverted-index.md",
+            guide / "schema" / "sparse_vector.md",
+            guide / "schema" / "dense-vector.md",
+        ]
+    )
+
+
+@pytest.fixture(scope="session")
+def settings():
+    """Default settings (the offline profile), isolated from any `.env` of the developer."""
+    from rag.settings import Settings
+
+    return Settings(_env_file=None)
+
+
+@pytest.fixture(scope="session")
+def embedder(settings):
+    """The default profile's embedder (packaged all-MiniLM-L6-v2 + SPLADE-tiny), loaded once."""
+    from rag.embedders import build_embedder
+
+    return build_embedder(settings)
+
+
+@pytest.fixture(scope="session")
+def docs_folder(tmp_path_factory) -> Path:
+    """A folder of symlinks to the real Milvus docs subset (the originals are read-only)."""
+    folder = tmp_path_factory.mktemp("milvus_docs")
+    for path in milvus_docs_subset():
+        (folder / path.name).symlink_to(path)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def ingested(tmp_path_factory, settings, embedder, docs_folder):
+    """A Milvus Lite db in a temp dir holding the ingested Milvus docs subset.
+
+    Yields ``(uri, collection, report)``; the store is closed so tests can open it.
+    """
+    from ingest.discover import discover
+    from ingest.pipeline import Ingestor
+    from rag.chunking import Chunker
+    from rag.store import CollectionProfile, MilvusStore
+
+    uri = str(tmp_path_factory.mktemp("db") / "milvus.db")
+    store = MilvusStore.open(uri, "docs", CollectionProfile.of(embedder))
+    chunker = Chunker(embedder.tokenizer, settings.chunk_size, settings.chunk_overlap)
+    report = Ingestor(store, embedder, chunker).run(discover([docs_folder]).files)
+    store.close()
+    return uri, "docs", report

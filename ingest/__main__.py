@@ -24,7 +24,6 @@ from rag.store import CollectionProfile, MilvusStore, StoreError, connect
 
 app = typer.Typer(add_completion=False, help=__doc__)
 err = Console(stderr=True)
-out = Console()
 
 
 @app.command()
@@ -115,8 +114,8 @@ def main(
         report.outcomes.extend(ingestor.prune(found.roots, {str(p) for p in found.files}))
     store.close()
 
-    out.print(f"{settings.collection} @ {settings.milvus_uri}", highlight=False)
-    out.print(report.summary(), highlight=False)
+    print(f"{settings.collection} @ {settings.milvus_uri}")
+    print(report.summary())
     if report.failed or found.errors:
         n = len(report.failed) + len(found.errors)
         err.print(f"[red]{n} path(s) failed[/red]; see the lines above.", highlight=False)

@@ -170,7 +170,8 @@ class Ingestor:
                 # load_document would refuse it too; checked first to avoid hashing it.
                 load_document(path, max_bytes=self.max_bytes)
             file_hash = file_sha256(path)
-            if stored is not None and stored.file_hash == file_hash:
+            chunking = self.chunker.signature
+            if stored is not None and (stored.file_hash, stored.chunking) == (file_hash, chunking):
                 return FileOutcome(source, Status.UNCHANGED), None
             document = load_document(path, max_bytes=self.max_bytes)
         except LoadError as error:
@@ -183,7 +184,13 @@ class Ingestor:
         stored_ids = self.store.chunk_ids(source)
         new_ids = {c.chunk_id for c in chunks}
         record = FileRecord(
-            source, file_hash, stat.st_size, stat.st_mtime_ns, len(chunks), int(time.time())
+            source,
+            file_hash,
+            chunking,
+            stat.st_size,
+            stat.st_mtime_ns,
+            len(chunks),
+            int(time.time()),
         )
         status = Status.ADDED if stored is None else Status.UPDATED
         new_chunks = [c for c in chunks if c.chunk_id not in stored_ids]

@@ -8,8 +8,9 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
 
+from rag.chunking import context_line
 from rag.embedders import build_embedder
 from rag.retriever import Retriever
 from rag.settings import Fusion, SearchMode, Settings
@@ -85,13 +86,14 @@ def search(
             )
         )
         return
-    table = Table(show_lines=True)
-    for column in ("#", "score", "source", "heading / page", "text"):
-        table.add_column(column, overflow="fold")
+    console = Console(highlight=False)
     for hit in hits:
-        where = hit.heading + (f" (p. {hit.page})" if hit.page else "")
-        table.add_row(str(hit.rank), f"{hit.score:.4f}", hit.source, where, hit.text[:300])
-    Console().print(table)
+        where = context_line(hit.title, hit.heading)
+        page = f" (page {hit.page})" if hit.page else ""
+        console.print(f"[bold]{hit.rank:>2}.[/bold] {hit.score:.4f}  {hit.source}{page}")
+        console.print(f"    [dim]{escape(where)}[/dim]")
+        snippet = " ".join(hit.text.split())
+        console.print(f"    {escape(snippet[:300])}{'…' if len(snippet) > 300 else ''}\n")
 
 
 if __name__ == "__main__":

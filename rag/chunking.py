@@ -8,6 +8,7 @@ import re
 from rag.embedders.base import TokenCounter
 from rag.types import Chunk, Document
 
+CHUNKER_VERSION = "v1"  # bump when the splitting algorithm changes
 HEADING_SEPARATOR = " > "
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 
@@ -22,9 +23,16 @@ def chunk_id(source: str, chunk_index: int, text: str) -> str:
     return digest.hexdigest()[:32]
 
 
+def context_line(title: str, heading: str) -> str:
+    """Title and heading path as one line, the title left out when the heading repeats it."""
+    if not heading or heading.startswith(title):
+        return heading or title
+    return f"{title}{HEADING_SEPARATOR}{heading}" if title else heading
+
+
 def embedding_text(chunk: Chunk) -> str:
-    """The text that is embedded for a chunk: title and heading path give it context."""
-    context = " — ".join(part for part in (chunk.title, chunk.heading) if part)
+    """The text that is embedded for a chunk: its title and heading path give it context."""
+    context = context_line(chunk.title, chunk.heading)
     return f"{context}\n\n{chunk.text}" if context else chunk.text
 
 
@@ -53,30 +61,57 @@ class Chunker:
         self.chunk_size = chunk_size
         self.overlap = overlap
 
+    @property
+    def signature(self) -> str:
+        """What decides the chunks of a text besides the tokenizer: algorithm version, size
+        and overlap (``"v1/200/32"``). Stored per file, so changing it re-chunks files."""
+        return f"{CHUNKER_VERSION}/{self.chunk_size}/{self.overlap}"
+
     def split_text(self, text: str) -> list[str]:
-        """``text`` as a list of chunk texts (paragraph-aware, token-bounded, overlapping)."""
+        """``text`` as a list of chunk texts (paragraph-aware, token-bounded, overlapping).
+
+        A chunk ends, by preference, where a paragraph starts, else after a sentence, else
+        between words, provided the chunk stays at least half full; it never starts or ends
+        inside a word unless a single word is longer than ``chunk_size`` tokens.
+        """
         spans = self.tokenizer.token_spans(text)
         if not spans:
             return [text.strip()] if text.strip() else []
-        # Token-index boundaries where a paragraph starts: preferred cut points.
-        breaks = {0}
-        for match in _PARAGRAPH_BREAK.finditer(text):
-            breaks.add(_first_token_at_or_after(spans, match.end()))
+        n = len(spans)
+        words = [i for i in range(n) if i == 0 or spans[i][0] > spans[i - 1][1]]
+        sentences = {
+            i for i in words if text[: spans[i][0]].rstrip().endswith((".", "!", "?", ":"))
+        }
+        paragraphs = {
+            _first_token_at_or_after(spans, m.end()) for m in _PARAGRAPH_BREAK.finditer(text)
+        }
+        word_starts = set(words)
         pieces: list[str] = []
-        start, n = 0, len(spans)
+        start = 0
         while start < n:
             end = min(start + self.chunk_size, n)
             if end < n:
-                cut = max((b for b in breaks if start < b <= end), default=end)
-                # Prefer a paragraph break unless it leaves the chunk less than half full.
-                end = cut if cut - start >= self.chunk_size // 2 else end
+                end = self._cut(start, end, (paragraphs, sentences, word_starts))
             piece = text[spans[start][0] : spans[end - 1][1]].strip()
             if piece:
                 pieces.append(piece)
             if end >= n:
                 break
-            start = max(end - self.overlap, start + 1)
+            next_start = max(end - self.overlap, start + 1)
+            # Start the overlap at a word boundary (move back into the overlap, not forward).
+            while next_start > start + 1 and next_start not in word_starts:
+                next_start -= 1
+            start = next_start if next_start in word_starts else end
         return pieces
+
+    def _cut(self, start: int, end: int, preferences: tuple[set[int], ...]) -> int:
+        """The best token index in ``(start + chunk_size // 2, end]`` to end a chunk at."""
+        floor = start + max(1, self.chunk_size // 2)
+        for candidates in preferences:
+            best = max((b for b in candidates if floor <= b <= end), default=None)
+            if best is not None:
+                return best
+        return end
 
     def chunk(self, document: Document, file_hash: str) -> list[Chunk]:
         """Every chunk of ``document``, in reading order, with ids, headings and pages."""

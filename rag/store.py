@@ -91,6 +91,8 @@ class FileRecord:
     Attributes:
         source: the file path (the chunks' ``source``).
         file_hash: sha256 hex of the file's bytes.
+        chunking: the chunker settings that cut it (``Chunker.signature``); a file cut
+            with other settings is chunked again.
         size: bytes.
         mtime_ns: modification time, nanoseconds since the epoch.
         n_chunks: chunks stored for this version.
@@ -99,6 +101,7 @@ class FileRecord:
 
     source: str
     file_hash: str
+    chunking: str
     size: int
     mtime_ns: int
     n_chunks: int
@@ -279,6 +282,7 @@ class MilvusStore:
         files = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
         files.add_field("source", DataType.VARCHAR, is_primary=True, max_length=2_048)
         files.add_field("file_hash", DataType.VARCHAR, max_length=64)
+        files.add_field("chunking", DataType.VARCHAR, max_length=64)
         files.add_field("size", DataType.INT64)
         files.add_field("mtime_ns", DataType.INT64)
         files.add_field("n_chunks", DataType.INT32)
@@ -384,19 +388,13 @@ class MilvusStore:
             self.files_collection,
             batch_size=1000,
             filter="",
-            output_fields=["source", "file_hash", "size", "mtime_ns", "n_chunks", "ingested_at"],
+            output_fields=list(FileRecord.__dataclass_fields__),
         )
         records: dict[str, FileRecord] = {}
         while batch := iterator.next():
             for row in batch:
-                records[row["source"]] = FileRecord(
-                    row["source"],
-                    row["file_hash"],
-                    int(row["size"]),
-                    int(row["mtime_ns"]),
-                    int(row["n_chunks"]),
-                    int(row["ingested_at"]),
-                )
+                record = FileRecord(**{k: row[k] for k in FileRecord.__dataclass_fields__})
+                records[record.source] = record
         iterator.close()
         return records
 

@@ -22,10 +22,12 @@ class UnknownProfileError(ValueError):
 
 
 def configure_threads(num_threads: int) -> None:
-    """Set the intra-op thread count of torch (and of ONNX Runtime / BLAS via environment)."""
+    """Set torch's intra-op thread count and silence model-loading progress bars."""
     import torch
+    from transformers.utils import logging as transformers_logging
 
     torch.set_num_threads(num_threads)
+    transformers_logging.disable_progress_bar()
 
 
 def build_embedder(settings: Settings) -> Embedder:

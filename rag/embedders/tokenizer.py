@@ -18,8 +18,17 @@ class HFTokenCounter:
         self._tokenizer = tokenizer
 
     def token_spans(self, text: str) -> list[tuple[int, int]]:
-        """Character ``(start, end)`` offsets of the tokens of ``text`` (no special tokens)."""
+        """Character ``(start, end)`` offsets of every token of ``text`` (no special tokens).
+
+        Spans are made non-overlapping: some tokenizers (XLM-R under transformers 5) give a
+        lone ``▁`` token the span of the character after it; its end is clipped to where the
+        next token starts, so slicing by spans never repeats or splits a character.
+        """
         encoded = self._tokenizer(
             text, add_special_tokens=False, return_offsets_mapping=True, verbose=False
         )
-        return [tuple(span) for span in encoded["offset_mapping"] if span[1] > span[0]]
+        spans = [(int(start), int(end)) for start, end in encoded["offset_mapping"]]
+        return [
+            (start, max(start, min(end, spans[i + 1][0])) if i + 1 < len(spans) else end)
+            for i, (start, end) in enumerate(spans)
+        ]

@@ -59,11 +59,14 @@ def load_document(path: Path, *, max_bytes: int = 50_000_000) -> Document:
         LoadError: the path is missing, not a regular file, unreadable, too large, of an
             unsupported type, or its content is empty, damaged or holds no text.
     """
-    data = _read(path, max_bytes)
+    size = _file_size(path)
     suffix = path.suffix.lower()
     if suffix not in _FORMATS:
         shown = suffix or "no suffix"
         raise LoadError(path, f"unsupported file type ({shown}); supported: {_supported()}")
+    if size > max_bytes:
+        raise LoadError(path, _too_large(size, max_bytes))
+    data = _read(path, max_bytes)
     if not data:
         raise LoadError(path, "empty file")
     # Imported on use: the format modules import LoadError from this package, and pypdf,
@@ -78,19 +81,25 @@ def _supported() -> str:
     return " ".join(sorted(SUPPORTED_SUFFIXES))
 
 
-def _read(path: Path, max_bytes: int) -> bytes:
-    """Return the bytes of a regular file no larger than ``max_bytes``, read once."""
+def _file_size(path: Path) -> int:
+    """The size of the regular file at ``path`` (symlinks followed)."""
     try:
         info = path.stat()
-        if not stat.S_ISREG(info.st_mode):
-            raise LoadError(path, _not_regular(info.st_mode))
-        if info.st_size > max_bytes:
-            raise LoadError(path, _too_large(info.st_size, max_bytes))
+    except OSError as exc:
+        raise LoadError(path, _os_reason(path, exc)) from exc
+    if not stat.S_ISREG(info.st_mode):
+        raise LoadError(path, _not_regular(info.st_mode))
+    return info.st_size
+
+
+def _read(path: Path, max_bytes: int) -> bytes:
+    """The file's bytes, read once, refused past ``max_bytes`` (it may have grown)."""
+    try:
         with path.open("rb") as handle:
             data = handle.read(max_bytes + 1)
     except OSError as exc:
         raise LoadError(path, _os_reason(path, exc)) from exc
-    if len(data) > max_bytes:  # the file grew after stat()
+    if len(data) > max_bytes:
         raise LoadError(path, _too_large(len(data), max_bytes))
     return data
 
@@ -124,8 +133,6 @@ def _os_reason(path: Path, exc: OSError) -> str:
         )
     if isinstance(exc, PermissionError):
         return "permission denied"
-    if isinstance(exc, IsADirectoryError):
-        return "is a directory, not a file"
     if exc.errno == errno.ELOOP:
         return "symlink loop"
     return f"cannot read file ({exc.strerror or exc})"

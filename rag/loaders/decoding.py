@@ -1,4 +1,4 @@
-"""Bytes to text for the text-typed formats: encoding detection, binary rejection, mojibake repair."""
+"""Bytes to text for the text formats: encoding detection, binary rejection, mojibake repair."""
 
 from __future__ import annotations
 

@@ -29,14 +29,15 @@ _NOISE_WORDS = frozenset({
 _NOISE_ROLES = frozenset({"navigation", "banner", "contentinfo", "complementary", "search"})
 _NEVER_NOISE = frozenset({"html", "body", "main", "article"})
 _HEADINGS = {f"h{level}": level for level in range(1, 7)}
-# Elements that end the running paragraph; anything else is inline.
+# Elements that end the running paragraph; anything else is inline. (An <li> of a list
+# is handled with its list; one found elsewhere is just a block.)
 _BLOCKS = frozenset({
     "html", "body", "main", "article", "section", "div", "p", "blockquote", "center",
     "address", "details", "summary", "figure", "figcaption", "dl", "dt", "dd", "fieldset",
-    "legend", "hr", "header", "footer",
+    "legend", "hr", "header", "footer", "li",
 })  # fmt: skip
 # Elements whose edges separate words when flattened to one line.
-_WORD_BREAKS = _BLOCKS | set(_HEADINGS) | {"br", "li", "ul", "ol", "table", "tr", "td", "th", "pre"}
+_WORD_BREAKS = _BLOCKS | set(_HEADINGS) | {"br", "ul", "ol", "table", "tr", "td", "th", "pre"}
 _WORD_SPLIT = re.compile(r"[-_]")
 
 
@@ -54,30 +55,38 @@ def parse(path: Path, data: bytes) -> Parsed:
         ``(title, sections)``: the title is ``<title>``, else the first ``<h1>``.
 
     Raises:
-        LoadError: the bytes are not decodable text, or the page holds no readable text.
+        LoadError: the bytes are not decodable text, the page holds no readable text, or
+            its elements are nested too deeply.
     """
     soup = BeautifulSoup(decode_text(path, data), "lxml")
     title = _head_title(soup)
-    builder = sections_from_html(soup)
+    builder = sections_from_html(path, soup)
     sections = builder.sections()
     if not sections:
         raise LoadError(path, "no readable text in HTML (only scripts/styles/navigation)")
     return title or builder.first_h1, sections
 
 
-def sections_from_html(soup: BeautifulSoup) -> SectionBuilder:
+def sections_from_html(path: Path, soup: BeautifulSoup) -> SectionBuilder:
     """Walk a parsed page's main content into a `SectionBuilder`.
 
     Args:
+        path: the file the page came from, named in errors.
         soup: the parsed page; page chrome is removed from it in place.
 
     Returns:
         The builder, holding the sections and the first ``<h1>`` seen.
+
+    Raises:
+        LoadError: the elements are nested too deeply to walk.
     """
     _remove_chrome(soup)
     builder = SectionBuilder()
     walker = _Walker(builder)
-    walker.walk(_content_root(soup))
+    try:
+        walker.walk(_content_root(soup))
+    except RecursionError as exc:
+        raise LoadError(path, "HTML nested too deeply to read") from exc
     walker.flush()
     return builder
 
@@ -151,6 +160,7 @@ class _Walker:
         self._list_lines: list[str] | None = None  # set while inside a list
         self._list_depth = 0
         self._marker: str | None = None  # the bullet awaiting a list item's first text
+        self._hang = ""  # the indent of an item's later lines, under its first
 
     def walk(self, node: Tag) -> None:
         """Walk the children of ``node`` in document order."""
@@ -179,8 +189,6 @@ class _Walker:
             self._emit(_code_text(tag) if name == "pre" else _table_text(tag))
         elif name in ("ul", "ol"):
             self._list(tag)
-        elif name == "li":  # an item outside any list
-            self._item(tag, "- ")
         elif name in _BLOCKS:
             self.flush()
             self.walk(tag)
@@ -196,15 +204,22 @@ class _Walker:
             self._emit(text)
 
     def _list(self, tag: Tag) -> None:
-        """Emit a list, nested lists included, as one paragraph of item lines."""
+        """Emit a list, nested lists included, as one paragraph of item lines.
+
+        The items of a loose outermost list (items holding ``<p>`` blocks) are separated by
+        blank lines instead, so each is a paragraph of its own.
+        """
         self.flush()
         outermost = self._list_lines is None
         if outermost:
             self._list_lines = []
+        loose = outermost and _is_loose(tag)
         self._list_depth += 1
         number = _list_start(tag)
         for child in tag.children:
             if isinstance(child, Tag) and child.name == "li":
+                if loose and self._list_lines:
+                    self._list_lines.append("")
                 self._item(child, f"{number}. " if tag.name == "ol" else "- ")
                 number += 1
             elif isinstance(child, Tag):
@@ -215,12 +230,13 @@ class _Walker:
             self._builder.paragraph("\n".join(lines))
 
     def _item(self, tag: Tag, marker: str) -> None:
-        """Emit one list item, its first line prefixed with ``marker``."""
+        """Emit one list item: ``marker`` before its first line, the rest hung under it."""
         self.flush()
-        self._marker = marker
+        outer_hang = self._hang
+        self._marker, self._hang = marker, " " * len(marker)
         self.walk(tag)
         self.flush()
-        self._marker = None
+        self._marker, self._hang = None, outer_hang
 
     def _emit(self, text: str) -> None:
         """Add finished text as a paragraph, or as item lines while inside a list."""
@@ -229,11 +245,17 @@ class _Walker:
         if self._list_lines is None:
             self._builder.paragraph(text)
             return
-        marker, self._marker = self._marker or "", None
+        prefix = self._hang if self._marker is None else self._marker
+        self._marker = None
         indent = "  " * (self._list_depth - 1)
         first, *rest = text.split("\n")
-        self._list_lines.append(f"{indent}{marker}{first}")
-        self._list_lines.extend(f"{indent}{' ' * len(marker)}{line}" for line in rest)
+        self._list_lines.append(f"{indent}{prefix}{first}")
+        self._list_lines.extend(f"{indent}{self._hang}{line}" for line in rest)
+
+
+def _is_loose(tag: Tag) -> bool:
+    """Whether a list's items hold paragraphs (``<li><p>``), as Markdown's loose lists do."""
+    return any(item.find("p", recursive=False) for item in tag.find_all("li", recursive=False))
 
 
 def _list_start(tag: Tag) -> int:
@@ -290,5 +312,5 @@ def _table_text(table: Tag) -> str:
             continue  # a row of a nested table
         cells = [_flat_text(cell) for cell in row.find_all(["td", "th"], recursive=False)]
         if any(cells):
-            rows.append(" | ".join(cells))
+            rows.append(" | ".join(cells).rstrip())
     return "\n".join(row for row in rows if row)

@@ -1,0 +1,228 @@
+"""`python -m rag.eval DATASET_DIR --split SPLIT`: score retrieval modes on a BEIR set."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from rag.chunking import Chunker
+from rag.embedders import build_embedder
+from rag.eval.beir import BeirDataset, DatasetError
+from rag.eval.metrics import METRIC_NAMES
+from rag.eval.runner import (
+    DEFAULT_TOP_K,
+    ChunkingConfig,
+    EvalMode,
+    PrecomputedQueries,
+    collection_name,
+    ingest_documents,
+    run_mode,
+)
+from rag.retriever import Retriever
+from rag.settings import PROJECT_ROOT, Settings
+from rag.store import CollectionProfile, MilvusStore, StoreError
+
+DEFAULT_EVAL_DB = PROJECT_ROOT / "data" / "eval.db"
+
+app = typer.Typer(add_completion=False, help=__doc__)
+err = Console(stderr=True)
+
+
+def _weights(value: str | None) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    try:
+        dense, sparse = (float(part) for part in value.split(","))
+    except ValueError:
+        raise typer.BadParameter("expected two numbers: W_DENSE,W_SPARSE") from None
+    return dense, sparse
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[note]}"),
+        console=err,
+        transient=False,
+    )
+
+
+@app.command()
+def main(
+    dataset_dir: Annotated[Path, typer.Argument(help="A BEIR dataset folder.")],
+    split: Annotated[str, typer.Option(help="The qrels split (qrels/SPLIT.tsv).")] = "test",
+    db: Annotated[
+        str | None, typer.Option(help="Milvus Lite db path or server URL for eval collections.")
+    ] = None,
+    mode: Annotated[
+        list[EvalMode] | None, typer.Option(help="Mode to score (repeatable; default all).")
+    ] = None,
+    profile: Annotated[str | None, typer.Option(help="Embedder profile.")] = None,
+    limit_queries: Annotated[
+        int | None, typer.Option("--limit-queries", min=1, help="Score the first N queries.")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object per mode, one a line.")
+    ] = False,
+    top_k: Annotated[
+        int, typer.Option("--top-k", min=1, help="Chunks retrieved per query.")
+    ] = DEFAULT_TOP_K,
+    chunk_size: Annotated[int | None, typer.Option(help="Max tokens per chunk.")] = None,
+    chunk_overlap: Annotated[int | None, typer.Option(help="Overlap tokens.")] = None,
+    rrf_k: Annotated[int | None, typer.Option("--rrf-k", help="RRF constant k.")] = None,
+    weights: Annotated[str | None, typer.Option(help="Weighted fusion: W_DENSE,W_SPARSE.")] = None,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="Torch threads (default RAG_NUM_THREADS).")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Texts per model forward pass.")] = None,
+) -> None:
+    """Ingest the corpus (once per corpus × profile × chunking), run every judged query in
+    each mode and report nDCG@10, Recall@10, Recall@100 and MRR@10.
+
+    Exit code 2 when the dataset or the store cannot be used.
+    """
+    overrides = {
+        "profile": profile,
+        "chunk_size": chunk_size,
+        "chunk_overlap": chunk_overlap,
+        "rrf_k": rrf_k,
+        "weights": _weights(weights),
+        "num_threads": threads,
+        "batch_size": batch_size,
+    }
+    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    modes = list(dict.fromkeys(mode or list(EvalMode)))
+    try:
+        dataset = BeirDataset.open(dataset_dir, split)
+        queries, qrels = dataset.judged_queries(limit_queries)
+    except DatasetError as error:
+        err.print(f"[red]error[/red] {error}", highlight=False)
+        raise typer.Exit(2) from None
+    if not queries:
+        err.print(f"[red]error[/red] no judged queries in {dataset.name} {split}")
+        raise typer.Exit(2)
+
+    with err.status(f"loading embedder profile {settings.profile}…"):
+        embedder = build_embedder(settings)
+    chunking = ChunkingConfig(settings.chunk_size, settings.chunk_overlap, settings.max_length)
+    profile_record = CollectionProfile.of(embedder)
+    name = collection_name(dataset, dataset.corpus_hash(), profile_record, chunking)
+    uri = db or str(DEFAULT_EVAL_DB)
+    token = settings.milvus_token.get_secret_value() if settings.milvus_token else None
+    try:
+        store = MilvusStore.open(uri, name, profile_record, token=token)
+    except StoreError as error:
+        err.print(f"[red]error[/red] {error}", highlight=False)
+        raise typer.Exit(2) from None
+
+    documents = list(dataset.documents())
+    chunker = Chunker(embedder.tokenizer, settings.chunk_size, settings.chunk_overlap)
+    with _progress() as progress:
+        task = progress.add_task(f"ingest {dataset.name}", total=len(documents), note="")
+
+        def on_documents(done: int, chunks: int) -> None:
+            elapsed = progress.tasks[task].elapsed or 0.0
+            rate = f"{chunks / elapsed:.1f} chunks/s" if chunks and elapsed else ""
+            progress.update(task, completed=done, note=f"{chunks} chunks {rate}")
+
+        stats = ingest_documents(store, embedder, chunker, documents, on_documents=on_documents)
+    n_chunks = store.count_chunks()
+    err.print(
+        f"collection {name}: {n_chunks} chunks of {len(documents)} documents "
+        f"({stats.skipped} reused, {stats.chunks_written} chunks written in "
+        f"{stats.seconds:.1f} s, {stats.chunks_per_second:.1f} chunks/s)",
+        highlight=False,
+    )
+
+    query_embedder = PrecomputedQueries(embedder)
+    encode_seconds = 0.0
+    if any(m is not EvalMode.BM25 for m in modes):
+        started = time.perf_counter()
+        with err.status(f"encoding {len(queries)} queries…"):
+            query_embedder.prepare(list(queries.values()))
+        encode_seconds = time.perf_counter() - started
+    retriever = Retriever(store, query_embedder, candidates=top_k)
+
+    results = []
+    with _progress() as progress:
+        for eval_mode in modes:
+            task = progress.add_task(f"{eval_mode.value:>15}", total=len(queries), note="")
+            result = run_mode(
+                retriever,
+                queries,
+                qrels,
+                eval_mode,
+                top_k=top_k,
+                rrf_k=settings.rrf_k,
+                weights=settings.weights,
+                on_query=lambda task=task: progress.advance(task),
+            )
+            progress.update(task, note=f"nDCG@10 {result.scores['ndcg@10']:.3f}")
+            row = {
+                "dataset": dataset.name,
+                "split": split,
+                "mode": eval_mode.value,
+                "profile": settings.profile,
+                **{k: round(result.scores[k], 4) for k in METRIC_NAMES},
+                "n_queries": result.n_queries,
+                "seconds": round(result.seconds, 2),
+                "collection": name,
+                "chunks": n_chunks,
+                "chunk_size": settings.chunk_size,
+                "chunk_overlap": settings.chunk_overlap,
+                "top_k": top_k,
+                "rrf_k": settings.rrf_k,
+                "weights": list(settings.weights),
+                "query_encode_seconds": round(encode_seconds, 2),
+                "ingest_seconds": round(stats.seconds, 1),
+                "chunks_written": stats.chunks_written,
+                "ingest_chunks_per_s": round(stats.chunks_per_second, 1),
+                "threads": settings.num_threads,
+            }
+            results.append(row)
+            if as_json:
+                print(json.dumps(row), flush=True)
+    store.close()
+    if not as_json:
+        _print_table(results)
+
+
+def _print_table(rows: list[dict]) -> None:
+    first = rows[0]
+    table = Table(
+        title=f"{first['dataset']} ({first['split']}, {first['n_queries']} queries, "
+        f"profile {first['profile']})"
+    )
+    for column in ("mode", *METRIC_NAMES, "seconds"):
+        table.add_column(column, justify="left" if column == "mode" else "right")
+    for row in rows:
+        table.add_row(
+            row["mode"], *(f"{row[k]:.4f}" for k in METRIC_NAMES), f"{row['seconds']:.1f}"
+        )
+    Console(file=sys.stdout).print(table)
+
+
+if __name__ == "__main__":
+    app()

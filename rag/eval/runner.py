@@ -1,0 +1,267 @@
+"""The evaluation run: ingest a BEIR corpus once, run its judged queries per mode, score.
+
+Ingest goes through the product's own path (``Chunker.chunk`` → ``embedding_text`` →
+``Embedder.encode_documents`` → ``MilvusStore.upsert_chunks``) into a collection named
+after the dataset, the corpus's hash, the embedder profile and the chunking, so a second
+run with the same corpus, profile and chunking reuses it. Each document is committed to the
+collection's manifest (a ``FileRecord`` whose ``source`` is the document id) once its
+chunks are stored: a killed ingest resumes where it stopped.
+
+Search goes through ``Retriever.search``; its chunk hits are collapsed to documents (a
+document ranks at its best chunk) and scored by :mod:`rag.eval.metrics`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+
+import numpy as np
+
+from rag.chunking import Chunker, embedding_text
+from rag.embedders.base import Embedder, Embeddings
+from rag.eval.beir import BeirDataset, Qrels
+from rag.eval.metrics import collapse_to_documents, mean_scores
+from rag.retriever import Retriever
+from rag.settings import Fusion, SearchMode
+from rag.store import CollectionProfile, FileRecord, MilvusStore
+from rag.types import Chunk, Document
+
+# Version of how a corpus is turned into chunks here; part of the collection name, so a
+# change of the recipe never reuses a collection built by the old one.
+INGEST_RECIPE = 1
+DEFAULT_TOP_K = 300  # chunks retrieved per query, enough for 100 distinct documents
+DOC_DEPTH = 100  # documents kept per query (Recall@100)
+
+
+class EvalMode(StrEnum):
+    """A retrieval configuration that the harness scores."""
+
+    DENSE = "dense"
+    SPARSE = "sparse"
+    BM25 = "bm25"
+    HYBRID_RRF = "hybrid-rrf"
+    HYBRID_WEIGHTED = "hybrid-weighted"
+
+    @property
+    def search_mode(self) -> SearchMode:
+        """The retriever's mode for this configuration."""
+        if self in (EvalMode.HYBRID_RRF, EvalMode.HYBRID_WEIGHTED):
+            return SearchMode.HYBRID
+        return SearchMode(self.value)
+
+    @property
+    def fusion(self) -> Fusion:
+        """The fusion of a hybrid configuration (RRF for the others, where it is unused)."""
+        return Fusion.WEIGHTED if self is EvalMode.HYBRID_WEIGHTED else Fusion.RRF
+
+
+@dataclass(frozen=True)
+class ChunkingConfig:
+    """What decides the chunks and vectors of a corpus besides the corpus and profile."""
+
+    chunk_size: int
+    chunk_overlap: int
+    max_length: int
+
+
+def collection_name(
+    dataset: BeirDataset, corpus_hash: str, profile: CollectionProfile, chunking: ChunkingConfig
+) -> str:
+    """``eval_<dataset>_<profile>_<hash>``: one collection per corpus × profile × chunking.
+
+    The hash (10 hex) covers the corpus bytes, the full embedder profile record, the
+    chunking and :data:`INGEST_RECIPE`; the readable parts are for people only.
+    """
+    key = json.dumps(
+        {
+            "corpus": corpus_hash,
+            "profile": asdict(profile),
+            "chunking": asdict(chunking),
+            "recipe": INGEST_RECIPE,
+        },
+        sort_keys=True,
+    )
+    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+    slug = re.sub(r"[^0-9a-zA-Z]+", "_", f"{dataset.name}_{profile.profile}").strip("_")
+    return f"eval_{slug[:60]}_{digest}"
+
+
+def document_hash(document: Document) -> str:
+    """sha256 hex of a document's title and text: its manifest version."""
+    body = "\0".join([document.title, *(s.text for s in document.sections)])
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+@dataclass
+class IngestStats:
+    """What one ingest pass did."""
+
+    documents: int = 0
+    skipped: int = 0  # documents already complete in the collection
+    empty: int = 0  # documents with no text to index
+    chunks_written: int = 0
+    seconds: float = 0.0
+    embed_seconds: float = 0.0
+
+    @property
+    def chunks_per_second(self) -> float:
+        """Chunks embedded and stored per wall-clock second of the ingest."""
+        return self.chunks_written / self.seconds if self.seconds > 0 else 0.0
+
+
+def ingest_documents(
+    store: MilvusStore,
+    embedder: Embedder,
+    chunker: Chunker,
+    documents: Sequence[Document],
+    *,
+    flush_chunks: int = 512,
+    on_documents: Callable[[int, int], None] | None = None,
+) -> IngestStats:
+    """Store every document of ``documents`` that the collection does not hold completely.
+
+    Documents are chunked up front and embedded in groups of about ``flush_chunks`` chunks,
+    longest documents first, so each forward pass pads texts of similar length (the
+    encoders sort each group by length too). While one group is embedded, the previous one
+    is written and committed on a second thread.
+
+    Args:
+        on_documents: called with ``(documents done, chunks written)`` after each group.
+
+    Returns:
+        The pass's counts and timings.
+    """
+    started = time.perf_counter()
+    stats = IngestStats(documents=len(documents))
+    manifest = store.files()
+    todo: list[tuple[Document, str, list[Chunk]]] = []
+    for document in documents:
+        version = document_hash(document)
+        stored = manifest.get(document.source)
+        if stored is not None and stored.file_hash == version:
+            stats.skipped += 1
+            continue
+        chunks = chunker.chunk(document, version)
+        if not chunks:
+            stats.empty += 1
+            continue
+        todo.append((document, version, chunks))
+    if on_documents:
+        on_documents(stats.skipped + stats.empty, 0)
+    todo.sort(key=lambda item: -max(len(c.text) for c in item[2]))
+
+    groups: list[list[tuple[Document, str, list[Chunk]]]] = [[]]
+    for item in todo:
+        if sum(len(i[2]) for i in groups[-1]) >= flush_chunks:
+            groups.append([])
+        groups[-1].append(item)
+
+    def write(group: list[tuple[Document, str, list[Chunk]]], chunks, embeddings) -> None:
+        store.upsert_chunks(chunks, embeddings)
+        now = int(time.time())
+        for document, version, doc_chunks in group:
+            size = sum(len(s.text.encode()) for s in document.sections)
+            store.commit_file(FileRecord(document.source, version, size, 0, len(doc_chunks), now))
+
+    with ThreadPoolExecutor(max_workers=1) as writer:
+        pending: Future | None = None
+        done = stats.skipped + stats.empty
+        for group in filter(None, groups):
+            chunks = [c for _, _, doc_chunks in group for c in doc_chunks]
+            embed_started = time.perf_counter()
+            embeddings = embedder.encode_documents([embedding_text(c) for c in chunks])
+            stats.embed_seconds += time.perf_counter() - embed_started
+            if pending is not None:
+                pending.result()
+            pending = writer.submit(write, group, chunks, embeddings)
+            done += len(group)
+            stats.chunks_written += len(chunks)
+            if on_documents:
+                on_documents(done, stats.chunks_written)
+        if pending is not None:
+            pending.result()
+    stats.seconds = time.perf_counter() - started
+    return stats
+
+
+class PrecomputedQueries:
+    """An :class:`~rag.embedders.base.Embedder` whose query vectors are computed in batches
+    beforehand (one forward pass per batch instead of one per query); any other text is
+    encoded on demand. Documents go to the wrapped embedder."""
+
+    def __init__(self, embedder: Embedder) -> None:
+        self.embedder = embedder
+        for name in ("profile", "dense_name", "sparse_name", "dim", "vocab_size"):
+            setattr(self, name, getattr(embedder, name))
+        self.max_tokens = embedder.max_tokens
+        self.tokenizer = embedder.tokenizer
+        self._row: dict[str, int] = {}
+        self._vectors: Embeddings | None = None
+
+    def prepare(self, texts: Sequence[str]) -> None:
+        """Encode ``texts`` (distinct ones once) and keep their vectors."""
+        unique = list(dict.fromkeys(texts))
+        self._vectors = self.embedder.encode_queries(unique)
+        self._row = {text: i for i, text in enumerate(unique)}
+
+    def encode_documents(self, texts: Sequence[str]) -> Embeddings:
+        return self.embedder.encode_documents(texts)
+
+    def encode_queries(self, texts: Sequence[str]) -> Embeddings:
+        if self._vectors is None or any(t not in self._row for t in texts):
+            return self.embedder.encode_queries(texts)
+        rows = [self._row[t] for t in texts]
+        return Embeddings(np.asarray(self._vectors.dense[rows]), self._vectors.sparse[rows])
+
+
+@dataclass
+class ModeResult:
+    """One mode's scores on one dataset split."""
+
+    mode: EvalMode
+    scores: dict[str, float]
+    n_queries: int
+    seconds: float
+    rankings: dict[str, list[str]]
+
+
+def run_mode(
+    retriever: Retriever,
+    queries: dict[str, str],
+    qrels: Qrels,
+    mode: EvalMode,
+    *,
+    top_k: int = DEFAULT_TOP_K,
+    rrf_k: int = 60,
+    weights: tuple[float, float] = (0.5, 0.5),
+    on_query: Callable[[], None] | None = None,
+) -> ModeResult:
+    """Search every query in ``mode``, collapse chunks to the top 100 documents, score.
+
+    ``top_k`` chunks are asked for (and ``max(top_k, retriever.candidates)`` per hybrid
+    list), enough that chunks of the same document still leave 100 distinct documents.
+    """
+    started = time.perf_counter()
+    rankings: dict[str, list[str]] = {}
+    for qid, text in queries.items():
+        hits = retriever.search(
+            text,
+            top_k=top_k,
+            mode=mode.search_mode,
+            fusion=mode.fusion,
+            rrf_k=rrf_k,
+            weights=weights,
+            stage_ranks=False,
+        )
+        rankings[qid] = collapse_to_documents((h.source for h in hits), DOC_DEPTH)
+        if on_query:
+            on_query()
+    scores = mean_scores(qrels, rankings)
+    return ModeResult(mode, scores, len(queries), time.perf_counter() - started, rankings)

@@ -70,9 +70,11 @@ def main(
     token = settings.milvus_token.get_secret_value() if settings.milvus_token else None
     try:
         if reset:
-            client = connect(settings.milvus_uri, token)
-            MilvusStore(client, settings.collection).drop()
-            client.close()
+            old = MilvusStore(
+                connect(settings.milvus_uri, token), settings.collection, uri=settings.milvus_uri
+            )
+            old.drop()
+            old.close()
         store = MilvusStore.open(
             settings.milvus_uri,
             settings.collection,

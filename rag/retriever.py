@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from pymilvus import AnnSearchRequest, RRFRanker, WeightedRanker
 
 from rag.embedders.base import Embedder
@@ -13,12 +15,12 @@ from rag.types import Hit
 def source_prefix_filter(prefix: str | None) -> str:
     """A Milvus filter expression for ``source`` starting with ``prefix`` ("" for none).
 
-    ``%``, ``_`` and ``\\`` in the prefix are escaped so they match literally.
+    Milvus Lite has no escape for the LIKE wildcards ``%`` and ``_``; a prefix holding them
+    may match a little more, so :meth:`Retriever.search` re-checks hits with ``startswith``.
     """
     if not prefix:
         return ""
-    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f'source like "{escaped.replace(chr(34), chr(92) + chr(34))}%"'
+    return f"source like {json.dumps(prefix + '%')}"
 
 
 def make_ranker(fusion: Fusion, rrf_k: int = 60, weights: tuple[float, float] = (0.5, 0.5)):
@@ -86,7 +88,17 @@ class Retriever:
         )
         return cls(store, embedder, settings.candidates)
 
-    def search(
+    def search(self, query: str, *, source_prefix: str | None = None, **options) -> list[Hit]:
+        """The ``top_k`` best chunks for ``query``, best first; see :meth:`_search` for the
+        options. With ``source_prefix``, only chunks whose source starts with it."""
+        hits = self._search(query, source_prefix=source_prefix, **options)
+        if source_prefix:
+            hits = [h for h in hits if h.source.startswith(source_prefix)]
+            for rank, hit in enumerate(hits, 1):
+                hit.rank = rank
+        return hits
+
+    def _search(
         self,
         query: str,
         *,

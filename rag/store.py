@@ -6,8 +6,11 @@ One URI works for both deployments: a local path (a Milvus Lite db, a directory 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
+import os
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -138,12 +141,30 @@ def _quote(value: str) -> str:
     return json.dumps(value)  # a Milvus string literal: double quotes, escaped
 
 
-def _is_locked(error: BaseException) -> bool:
-    while error is not None:
-        if type(error).__name__ == "DataDirLockedError":
-            return True
-        error = error.__cause__ or error.__context__
-    return False
+# Milvus Lite serves a local db from an in-process server shared by every client of the same
+# path; it is released (and the db's lock with it) when the last of our clients closes.
+_lite_clients: Counter[str] = Counter()
+
+
+def _lite_path(uri: str) -> str | None:
+    """The absolute db directory of a Milvus Lite URI, ``None`` for a server URL."""
+    return None if "://" in uri else os.path.abspath(os.path.expanduser(uri))
+
+
+def _locked_elsewhere(path: str) -> bool:
+    """Whether another process holds the Milvus Lite db's advisory lock (``<db>/LOCK``)."""
+    lock = Path(path) / "LOCK"
+    if _lite_clients[path] or not lock.exists():
+        return False
+    fd = os.open(lock, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
 
 
 def connect(uri: str, token: str | None = None) -> MilvusClient:
@@ -153,20 +174,35 @@ def connect(uri: str, token: str | None = None) -> MilvusClient:
         StoreLockedError: the Lite db is open in another process.
         StoreError: the server cannot be reached or the db cannot be opened.
     """
-    local = "://" not in uri
-    if local:
-        Path(uri).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    try:
-        return MilvusClient(uri=uri, token=token or "")
-    except Exception as error:  # noqa: BLE001 - pymilvus raises several unrelated types here
-        if _is_locked(error):
+    path = _lite_path(uri)
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        if _locked_elsewhere(path):
             raise StoreLockedError(
                 f"the Milvus Lite db {uri} is in use by another process (Milvus Lite allows "
                 "one process per db). Stop that process, or serve the db to several "
                 f"processes with `milvus-lite server --data-dir {uri} --host 127.0.0.1 --port "
                 "19530` and use RAG_MILVUS_URI=http://127.0.0.1:19530 (or --db)."
-            ) from None
+            )
+    try:
+        client = MilvusClient(uri=uri, token=token or "")
+    except Exception as error:  # noqa: BLE001 - pymilvus raises several unrelated types here
         raise StoreError(f"cannot open Milvus at {uri}: {error}") from None
+    if path is not None:
+        _lite_clients[path] += 1
+    return client
+
+
+def disconnect(client: MilvusClient, uri: str) -> None:
+    """Close ``client``; the last client of a Lite db also stops its server and lock."""
+    client.close()
+    path = _lite_path(uri)
+    if path is not None and _lite_clients[path] > 0:
+        _lite_clients[path] -= 1
+        if _lite_clients[path] == 0:
+            from milvus_lite.server_manager import server_manager_instance
+
+            server_manager_instance.release_server(path)
 
 
 class MilvusStore:
@@ -178,10 +214,14 @@ class MilvusStore:
         client: a connected ``MilvusClient``.
         collection: the chunk collection's name.
         dense_index: ``FLAT`` (exact) or ``HNSW`` (M=16, efConstruction=200).
+        uri: where the client is connected (for messages).
     """
 
-    def __init__(self, client: MilvusClient, collection: str, dense_index: str = "FLAT") -> None:
+    def __init__(
+        self, client: MilvusClient, collection: str, dense_index: str = "FLAT", uri: str = ""
+    ) -> None:
         self.client = client
+        self.uri = uri
         self.collection = collection
         self.files_collection = f"{collection}__files"
         self.dense_index = dense_index.upper()
@@ -212,7 +252,7 @@ class MilvusStore:
                 and ``create`` is false.
             ProfileMismatchError: the collection was built by another profile or schema.
         """
-        store = cls(connect(uri, token), collection, dense_index)
+        store = cls(connect(uri, token), collection, dense_index, uri)
         if not store.client.has_collection(collection):
             if not create or profile is None:
                 raise StoreError(
@@ -222,13 +262,13 @@ class MilvusStore:
             store._create(profile)
         store.profile = store._recorded_profile()
         if profile is not None:
-            store._check_profile(profile, uri)
+            store._check_profile(profile)
         store._load_and_warm_up()
         return store
 
     def close(self) -> None:
-        """Release the connection (and the Lite db's lock)."""
-        self.client.close()
+        """Release the connection (and the Lite db's lock, with its last client)."""
+        disconnect(self.client, self.uri)
 
     def drop(self) -> None:
         """Delete the chunk collection and its manifest."""
@@ -302,10 +342,10 @@ class MilvusStore:
             )
         return CollectionProfile(**json.loads(raw))
 
-    def _check_profile(self, wanted: CollectionProfile, uri: str) -> None:
+    def _check_profile(self, wanted: CollectionProfile) -> None:
         if self.profile != wanted:
             raise ProfileMismatchError(
-                f"collection {self.collection!r} at {uri} was built with "
+                f"collection {self.collection!r} at {self.uri} was built with "
                 f"{self.profile.describe()}, but the current settings use {wanted.describe()}. "
                 "Vectors of different models cannot be mixed: use the matching profile "
                 "(RAG_PROFILE / model settings), ingest into another --collection, or rebuild "
@@ -365,10 +405,13 @@ class MilvusStore:
         )
         return {row["id"] for row in rows}
 
+    def _count(self, collection: str) -> int:
+        rows = self.client.query(collection, filter="", output_fields=["count(*)"])
+        return int(rows[0]["count(*)"])
+
     def count_chunks(self) -> int:
         """Number of chunks in the collection."""
-        rows = self.client.query(self.collection, filter="", output_fields=["count(*)"])
-        return int(rows[0]["count(*)"])
+        return self._count(self.collection)
 
     def all_chunk_ids(self) -> set[str]:
         """Every chunk id (reads the whole collection: for checks and tests)."""
@@ -444,7 +487,7 @@ class MilvusStore:
         return {
             "collection": self.collection,
             "profile": self.profile.describe() if self.profile else None,
-            "files": len(self.files()),
+            "files": self._count(self.files_collection),
             "chunks": self.count_chunks(),
         }
 
@@ -457,5 +500,6 @@ __all__ = [
     "StoreError",
     "StoreLockedError",
     "connect",
+    "disconnect",
     "sparse_to_milvus",
 ]

@@ -99,13 +99,13 @@ def show_stats(stats: dict) -> None:
 
 def stage_line(hit: Hit, mode: SearchMode) -> str:
     """A hit's rank in each searched list and its final score: ``dense #3 · sparse #1 · …``."""
-    stages = ["dense", "sparse"] if mode is SearchMode.HYBRID else [mode.value]
-    parts = []
-    for stage in stages:
-        rank = getattr(hit, f"{stage}_rank")
-        parts.append(f"{stage} #{rank}" if rank else f"{stage} –")
-    parts.append(f"{'fused score' if mode is SearchMode.HYBRID else 'score'} {hit.score:.4f}")
-    return " · ".join(parts)
+    if mode is not SearchMode.HYBRID:
+        return f"{mode.value} #{hit.rank} · score {hit.score:.4f}"
+    stages = [
+        f"{stage} #{rank}" if rank else f"{stage} –"
+        for stage, rank in (("dense", hit.dense_rank), ("sparse", hit.sparse_rank))
+    ]
+    return " · ".join([*stages, f"fused score {hit.score:.4f}"])
 
 
 def show_hit(hit: Hit, mode: SearchMode) -> None:

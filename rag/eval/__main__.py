@@ -56,17 +56,61 @@ def _weights(value: str | None) -> tuple[float, float] | None:
     return dense, sparse
 
 
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[note]}"),
-        console=err,
-        transient=False,
-    )
+class _Progress:
+    """Progress bars on a terminal; on a pipe or file, a plain line every ``every`` seconds
+    (rich draws nothing there until the end)."""
+
+    def __init__(self, every: float = 30.0) -> None:
+        self.every = every
+        self.rich = (
+            Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[note]}"),
+                console=err,
+            )
+            if err.is_terminal
+            else None
+        )
+        self.tasks: dict[int, dict] = {}
+
+    def __enter__(self) -> _Progress:
+        if self.rich:
+            self.rich.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.rich:
+            self.rich.__exit__(*exc)
+
+    def add(self, description: str, total: int) -> int:
+        if self.rich:
+            task = self.rich.add_task(description, total=total, note="")
+        else:
+            task = len(self.tasks)
+        now = time.perf_counter()
+        self.tasks[task] = {"d": description, "n": total, "done": 0, "t0": now, "last": now}
+        return task
+
+    def update(self, task: int, done: int | None = None, note: str = "") -> None:
+        state = self.tasks[task]
+        state["done"] = state["done"] + 1 if done is None else done
+        if self.rich:
+            self.rich.update(task, completed=state["done"], note=note)
+            return
+        now = time.perf_counter()
+        if now - state["last"] >= self.every or state["done"] >= state["n"]:
+            state["last"] = now
+            err.print(
+                f"{state['d']}: {state['done']}/{state['n']} {now - state['t0']:.0f} s {note}",
+                highlight=False,
+            )
+
+    def elapsed(self, task: int) -> float:
+        return time.perf_counter() - self.tasks[task]["t0"]
 
 
 @app.command()
@@ -126,7 +170,8 @@ def main(
 
     with err.status(f"loading embedder profile {settings.profile}…"):
         embedder = build_embedder(settings)
-    chunking = ChunkingConfig(settings.chunk_size, settings.chunk_overlap, settings.max_length)
+    chunker = Chunker(embedder.tokenizer, settings.chunk_size, settings.chunk_overlap)
+    chunking = ChunkingConfig(chunker.signature, settings.max_length)
     profile_record = CollectionProfile.of(embedder)
     name = collection_name(dataset, dataset.corpus_hash(), profile_record, chunking)
     uri = db or str(DEFAULT_EVAL_DB)
@@ -138,14 +183,13 @@ def main(
         raise typer.Exit(2) from None
 
     documents = list(dataset.documents())
-    chunker = Chunker(embedder.tokenizer, settings.chunk_size, settings.chunk_overlap)
-    with _progress() as progress:
-        task = progress.add_task(f"ingest {dataset.name}", total=len(documents), note="")
+    with _Progress() as progress:
+        task = progress.add(f"ingest {dataset.name}", len(documents))
 
         def on_documents(done: int, chunks: int) -> None:
-            elapsed = progress.tasks[task].elapsed or 0.0
+            elapsed = progress.elapsed(task)
             rate = f"{chunks / elapsed:.1f} chunks/s" if chunks and elapsed else ""
-            progress.update(task, completed=done, note=f"{chunks} chunks {rate}")
+            progress.update(task, done, f"{chunks} chunks {rate}")
 
         stats = ingest_documents(store, embedder, chunker, documents, on_documents=on_documents)
     n_chunks = store.count_chunks()
@@ -166,9 +210,9 @@ def main(
     retriever = Retriever(store, query_embedder, candidates=top_k)
 
     results = []
-    with _progress() as progress:
+    with _Progress() as progress:
         for eval_mode in modes:
-            task = progress.add_task(f"{eval_mode.value:>15}", total=len(queries), note="")
+            task = progress.add(f"{eval_mode.value:>15}", len(queries))
             result = run_mode(
                 retriever,
                 queries,
@@ -177,9 +221,9 @@ def main(
                 top_k=top_k,
                 rrf_k=settings.rrf_k,
                 weights=settings.weights,
-                on_query=lambda task=task: progress.advance(task),
+                on_query=lambda task=task: progress.update(task),
             )
-            progress.update(task, note=f"nDCG@10 {result.scores['ndcg@10']:.3f}")
+            progress.update(task, len(queries), f"nDCG@10 {result.scores['ndcg@10']:.3f}")
             row = {
                 "dataset": dataset.name,
                 "split": split,

@@ -64,10 +64,14 @@ class EvalMode(StrEnum):
 
 @dataclass(frozen=True)
 class ChunkingConfig:
-    """What decides the chunks and vectors of a corpus besides the corpus and profile."""
+    """What decides the chunks and vectors of a corpus besides the corpus and profile.
 
-    chunk_size: int
-    chunk_overlap: int
+    Attributes:
+        chunking: the chunker's signature (``Chunker.signature``: algorithm, size, overlap).
+        max_length: tokens the models read per text.
+    """
+
+    chunking: str
     max_length: int
 
 
@@ -145,7 +149,10 @@ def ingest_documents(
     for document in documents:
         version = document_hash(document)
         stored = manifest.get(document.source)
-        if stored is not None and stored.file_hash == version:
+        if stored is not None and (stored.file_hash, stored.chunking) == (
+            version,
+            chunker.signature,
+        ):
             stats.skipped += 1
             continue
         chunks = chunker.chunk(document, version)
@@ -168,7 +175,17 @@ def ingest_documents(
         now = int(time.time())
         for document, version, doc_chunks in group:
             size = sum(len(s.text.encode()) for s in document.sections)
-            store.commit_file(FileRecord(document.source, version, size, 0, len(doc_chunks), now))
+            store.commit_file(
+                FileRecord(
+                    source=document.source,
+                    file_hash=version,
+                    chunking=chunker.signature,
+                    size=size,
+                    mtime_ns=0,
+                    n_chunks=len(doc_chunks),
+                    ingested_at=now,
+                )
+            )
 
     with ThreadPoolExecutor(max_workers=1) as writer:
         pending: Future | None = None

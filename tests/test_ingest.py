@@ -1,0 +1,156 @@
+"""Ingest: idempotent re-runs, changed and deleted files, bad input, the CLI's exit codes."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import MILVUS_DOCS_EN, SHARED_DATA
+
+from ingest.discover import discover
+from ingest.pipeline import Ingestor, Status
+from rag.chunking import Chunker
+from rag.loaders import load_document
+from rag.store import CollectionProfile, MilvusStore, ProfileMismatchError
+
+REPO = Path(__file__).resolve().parents[1]
+PAGES = [
+    MILVUS_DOCS_EN / "userGuide" / "indexes" / "floating-vector" / "flat.md",
+    MILVUS_DOCS_EN / "userGuide" / "indexes" / "floating-vector" / "ivf-flat.md",
+    MILVUS_DOCS_EN / "userGuide" / "indexes" / "floating-vector" / "ivf-sq8.md",
+]
+
+
+@pytest.fixture
+def folder(tmp_path) -> Path:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for page in PAGES:
+        shutil.copy(page, docs / page.name)
+    return docs
+
+
+@pytest.fixture
+def store(tmp_path, embedder):
+    store = MilvusStore.open(str(tmp_path / "t.db"), "docs", CollectionProfile.of(embedder))
+    yield store
+    store.close()
+
+
+def make_ingestor(store, embedder, settings) -> Ingestor:
+    return Ingestor(store, embedder, Chunker(embedder.tokenizer, settings.chunk_size,
+                                             settings.chunk_overlap))
+
+
+def run(ingestor, folder):
+    return ingestor.run(discover([folder]).files)
+
+
+def test_real_docs_ingested_and_second_run_writes_nothing(ingested, embedder, settings):
+    uri, collection, report = ingested
+    assert report.count(Status.ADDED) == 15 and not report.failed
+    assert report.chunks_written > 150
+    store = MilvusStore.open(uri, collection, CollectionProfile.of(embedder))
+    try:
+        before = store.all_chunk_ids()
+        assert len(before) == report.chunks_written == store.count_chunks()
+        docs = {Path(p).name for p in store.files()}
+        assert "hnsw.md" in docs and "sparse_vector.md" in docs
+        again = make_ingestor(store, embedder, settings).run(sorted(map(Path, store.files())))
+        assert again.count(Status.UNCHANGED) == 15
+        assert again.chunks_written == 0
+        assert store.all_chunk_ids() == before
+    finally:
+        store.close()
+
+
+def test_changed_file_replaces_exactly_its_own_chunks(folder, store, embedder, settings):
+    ingestor = make_ingestor(store, embedder, settings)
+    run(ingestor, folder)
+    changed = folder / "ivf-flat.md"
+    others = {str(folder / "flat.md"), str(folder / "ivf-sq8.md")}
+    before = {s: store.chunk_ids(s) for s in others}
+    changed.write_text(changed.read_text() + "\n\n## Tuning notes\n\nUse nprobe 32 for recall.\n")
+
+    report = run(ingestor, folder)
+    assert {(Path(o.path).name, o.status) for o in report.outcomes} == {
+        ("flat.md", Status.UNCHANGED), ("ivf-flat.md", Status.UPDATED),
+        ("ivf-sq8.md", Status.UNCHANGED)}
+    assert {s: store.chunk_ids(s) for s in others} == before
+    expected = Chunker(embedder.tokenizer, settings.chunk_size, settings.chunk_overlap).chunk(
+        load_document(changed), "x")
+    assert store.chunk_ids(str(changed)) == {c.chunk_id for c in expected}
+    # Only the new tail was embedded: earlier chunks kept their content-derived ids.
+    assert 0 < report.chunks_written < len(expected)
+    assert store.files()[str(changed)].n_chunks == len(expected)
+
+
+def test_deleted_file_is_pruned_only_when_asked(folder, store, embedder, settings):
+    ingestor = make_ingestor(store, embedder, settings)
+    run(ingestor, folder)
+    gone = folder / "flat.md"
+    gone.unlink()
+    found = discover([folder])
+    run(ingestor, folder)
+    assert store.chunk_ids(str(gone))  # kept without --prune
+    pruned = ingestor.prune(found.roots, {str(p) for p in found.files})
+    assert [(o.path, o.status) for o in pruned] == [(str(gone), Status.PRUNED)]
+    assert not store.chunk_ids(str(gone))
+    assert str(gone) not in store.files()
+    assert store.chunk_ids(str(folder / "ivf-sq8.md"))
+
+
+def test_a_file_that_turns_bad_keeps_its_stored_version(folder, store, embedder, settings):
+    ingestor = make_ingestor(store, embedder, settings)
+    run(ingestor, folder)
+    victim = folder / "ivf-sq8.md"
+    before = store.chunk_ids(str(victim))
+    victim.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200))
+    report = run(ingestor, folder)
+    failed = report.failed
+    assert [(Path(o.path).name, "binary" in o.reason) for o in failed] == [("ivf-sq8.md", True)]
+    assert store.chunk_ids(str(victim)) == before
+
+
+def test_changed_chunking_settings_rechunk_files(folder, store, embedder, settings):
+    run(make_ingestor(store, embedder, settings), folder)
+    smaller = Ingestor(store, embedder, Chunker(embedder.tokenizer, 100, 10))
+    report = run(smaller, folder)
+    assert report.count(Status.UPDATED) == 3
+    for source, record in store.files().items():
+        assert len(store.chunk_ids(source)) == record.n_chunks
+        assert record.chunking.endswith("/100/10")
+
+
+def test_another_profile_is_refused_with_the_way_out(store):
+    other = CollectionProfile("bge-m3", "BAAI/bge-m3", "BAAI/bge-m3", 1024, 250002)
+    with pytest.raises(ProfileMismatchError, match="--reset") as error:
+        MilvusStore.open(store.uri, "docs", other)
+    assert "minilm-splade" in str(error.value) and "bge-m3" in str(error.value)
+
+
+def test_cli_reports_bad_files_and_exits_nonzero(tmp_path):
+    docs = tmp_path / "mixed"
+    docs.mkdir()
+    shutil.copy(PAGES[0], docs / "good.md")
+    (docs / "empty.md").write_bytes(b"")
+    (docs / "image.md").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
+    shutil.copy(SHARED_DATA / "formats/pdf/pypdf_fixtures/encrypted-file.pdf", docs / "locked.pdf")
+    (docs / "latin1.txt").write_bytes("Café au lait, crème brûlée à la carte.".encode("latin-1"))
+    db = tmp_path / "cli.db"
+    missing = tmp_path / "missing"
+    command = [sys.executable, "-m", "ingest", str(docs), str(missing), "--db", str(db)]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert result.returncode == 1, result.stderr
+    lines = " ".join(result.stderr.split())
+    assert f"{docs / 'empty.md'}: empty file" in lines
+    assert f"{docs / 'image.md'}: binary" in lines
+    assert f"{docs / 'locked.pdf'}: PDF is password-protected" in lines
+    assert f"{tmp_path / 'missing'}: no such file or folder" in lines
+    assert "files: 2 added, 0 updated, 0 unchanged, 3 failed, 0 pruned" in result.stdout
+
+    again = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert "files: 0 added, 0 updated, 2 unchanged, 3 failed" in again.stdout

@@ -47,6 +47,7 @@ def _hit(rank: int, raw: dict) -> Hit:
     entity = raw["entity"]
     return Hit(
         rank=rank,
+        fused_rank=rank,
         score=float(raw["distance"]),
         chunk_id=str(raw["id"]),
         source=entity["source"],
@@ -95,7 +96,7 @@ class Retriever:
         if source_prefix:
             hits = [h for h in hits if h.source.startswith(source_prefix)]
             for rank, hit in enumerate(hits, 1):
-                hit.rank = rank
+                hit.rank = hit.fused_rank = rank
         return hits
 
     def _search(

@@ -67,12 +67,13 @@ class Hit:
     """One ranked search result with the ranks and scores of every stage that produced it.
 
     Attributes:
-        rank: 1-based final rank.
-        score: the final score (fused score for hybrid search, raw similarity otherwise).
+        rank: 1-based final rank (after reranking, when a reranker ran).
+        score: the retrieval score (fused score for hybrid search, raw similarity otherwise).
         chunk_id, source, title, heading, page, text, chunk_index: the stored chunk fields.
         dense_rank, sparse_rank: 1-based rank of the chunk in the dense and sparse candidate
             lists, ``None`` when the chunk was not among that list's candidates.
         dense_score, sparse_score: the matching raw similarity scores (inner product).
+        fused_rank: 1-based rank in the retrieved (fused) list, before any reranking.
         rerank_score: the reranker's score, when a reranker ran.
     """
 
@@ -89,4 +90,5 @@ class Hit:
     sparse_rank: int | None = None
     dense_score: float | None = None
     sparse_score: float | None = None
+    fused_rank: int | None = None
     rerank_score: float | None = None

@@ -223,10 +223,11 @@ class Ingestor:
 
     def prune(self, roots: list[Path], keep: set[str]) -> list[FileOutcome]:
         """Delete the chunks of stored files under ``roots`` that are not in ``keep``
-        and no longer exist on disk."""
+        and no longer exist on disk, including chunks of files whose ingest never
+        completed (in no manifest row)."""
         prefixes = [str(root).rstrip(os.sep) + os.sep for root in roots]
         outcomes = []
-        for source in sorted(self.store.files()):
+        for source in sorted(set(self.store.files()) | self.store.sources()):
             inside = any(source.startswith(prefix) for prefix in prefixes)
             if inside and source not in keep and not os.path.lexists(source):
                 self.store.forget_file(source)

@@ -413,16 +413,23 @@ class MilvusStore:
         """Number of chunks in the collection."""
         return self._count(self.collection)
 
-    def all_chunk_ids(self) -> set[str]:
-        """Every chunk id (reads the whole collection: for checks and tests)."""
+    def _scan(self, field: str) -> set:
         iterator = self.client.query_iterator(
-            self.collection, batch_size=1000, filter="", output_fields=["id"]
+            self.collection, batch_size=1000, filter="", output_fields=[field]
         )
-        ids: set[str] = set()
+        values: set = set()
         while batch := iterator.next():
-            ids.update(row["id"] for row in batch)
+            values.update(row[field] for row in batch)
         iterator.close()
-        return ids
+        return values
+
+    def all_chunk_ids(self) -> set[str]:
+        """Every chunk id (reads the whole collection)."""
+        return self._scan("id")
+
+    def sources(self) -> set[str]:
+        """Every source that has chunks, committed or not (reads the whole collection)."""
+        return self._scan("source")
 
     # ----------------------------------------------------------------- manifest
     def files(self) -> dict[str, FileRecord]:

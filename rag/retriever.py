@@ -7,6 +7,7 @@ import json
 from pymilvus import AnnSearchRequest, RRFRanker, WeightedRanker
 
 from rag.embedders.base import Embedder
+from rag.embedders.fitting import load_params
 from rag.settings import Fusion, SearchMode, Settings
 from rag.store import BM25_FIELD, DENSE_FIELD, SPARSE_FIELD, MilvusStore, sparse_to_milvus
 from rag.types import Hit
@@ -74,19 +75,52 @@ class Retriever:
         self.candidates = candidates
 
     @classmethod
-    def from_settings(cls, settings: Settings, embedder: Embedder) -> Retriever:
-        """Open the settings' collection for ``embedder`` (see ``MilvusStore.open``)."""
-        from rag.store import CollectionProfile
+    def from_settings(cls, settings: Settings, embedder: Embedder | None = None) -> Retriever:
+        """Open the settings' collection for ``embedder`` (see ``MilvusStore.open``) and load
+        the collection's fitted sparse parameters into it (BM25).
+
+        Without ``embedder``, the embedder is built from the settings, or, when the settings
+        name no composition (no profile, dense or sparse set), from the composition and
+        models the collection records (``registry.settings_for_record``).
+
+        Raises:
+            StoreError: the collection is missing or unusable; ``ProfileMismatchError`` when
+                it was built by another profile; ``SparseParamsError`` when its fitted
+                parameters cannot be used yet.
+            UnknownProfileError, OSError: the embedder cannot be built.
+        """
+        from rag.embedders import build_embedder
+        from rag.embedders.registry import resolve, settings_for_record
+        from rag.store import CollectionProfile, ProfileMismatchError
 
         token = settings.milvus_token.get_secret_value() if settings.milvus_token else None
         store = MilvusStore.open(
             settings.milvus_uri,
             settings.collection,
-            CollectionProfile.of(embedder),
+            CollectionProfile.of(embedder) if embedder is not None else None,
             token=token,
             dense_index=settings.dense_index,
             create=False,
         )
+        try:
+            if embedder is None:
+                assert store.profile is not None
+                chosen = settings_for_record(settings, store.profile)
+                name = resolve(chosen).name
+                if name != store.profile.profile:  # refused before any model is loaded
+                    raise ProfileMismatchError(
+                        f"collection {settings.collection!r} at {settings.milvus_uri} was built "
+                        f"with {store.profile.describe()}, but the settings ask for profile "
+                        f"{name!r}: search it with its own profile (give no --profile, --dense, "
+                        "--sparse, RAG_PROFILE, RAG_DENSE or RAG_SPARSE), or ingest into another "
+                        "--collection, or rebuild it with `python -m ingest PATH --reset`."
+                    )
+                embedder = build_embedder(chosen)
+                store.check_profile(CollectionProfile.of(embedder))
+            load_params(store, embedder)
+        except Exception:
+            store.close()
+            raise
         return cls(store, embedder, settings.candidates)
 
     def search(self, query: str, *, source_prefix: str | None = None, **options) -> list[Hit]:
@@ -127,6 +161,8 @@ class Retriever:
         if not query.strip():
             raise ValueError("the query is empty")
         expr = source_prefix_filter(source_prefix)
+        if mode is not SearchMode.BM25:
+            load_params(self.store, self.embedder)  # follows a refit made by another process
         if mode is SearchMode.BM25:
             hits = [
                 _hit(i + 1, r)

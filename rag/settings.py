@@ -61,6 +61,45 @@ class Settings(BaseSettings):
     batch_size: int = Field(32, ge=1)
     num_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
 
+    # Embedding functions (rag.embedders.registry; `python -m rag embedders` lists them).
+    # `dense` and `sparse` name a composition and, when given, override `profile`.
+    dense: str | None = Field(None, description="Dense function name (with `sparse`).")
+    sparse: str | None = Field(None, description="Sparse function name (with `dense`).")
+    instructor_model: str = "hkunlp/instructor-large"
+    instructor_query_instruction: str = "Represent the question for retrieval: "
+    instructor_document_instruction: str = "Represent the document for retrieval: "
+    mgte_model: str = "Alibaba-NLP/gte-multilingual-base"
+    bm25_k1: float = Field(1.5, gt=0, description="BM25 term-frequency saturation.")
+    bm25_b: float = Field(0.75, ge=0, le=1, description="BM25 document-length normalisation.")
+    bm25_epsilon: float = Field(0.25, ge=0, description="Floor of negative IDFs (x mean IDF).")
+    bm25_refit_drift: float = Field(
+        0.2,
+        gt=0,
+        description="Refit BM25 after an ingest once the chunks written or deleted since its "
+        "fit exceed this fraction of the chunks it was fitted on.",
+    )
+    # Embedding APIs: keys only from RAG_<PROVIDER>_API_KEY (or .env); base URLs for proxies,
+    # OpenAI-compatible servers and tests. Jina's key and URL are shared with the reranker.
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str = "https://api.openai.com/v1"
+    openai_model: str = "text-embedding-3-small"
+    voyage_api_key: SecretStr | None = None
+    voyage_base_url: str = "https://api.voyageai.com/v1"
+    voyage_model: str = "voyage-3.5"
+    jina_model: str = "jina-embeddings-v3"
+    cohere_api_key: SecretStr | None = None
+    cohere_base_url: str = "https://api.cohere.com/v2"
+    cohere_model: str = "embed-english-v3.0"
+    mistral_api_key: SecretStr | None = None
+    mistral_base_url: str = "https://api.mistral.ai/v1"
+    mistral_model: str = "mistral-embed"
+    nomic_api_key: SecretStr | None = None
+    nomic_base_url: str = "https://api-atlas.nomic.ai/v1"
+    nomic_model: str = "nomic-embed-text-v1.5"
+    retry_backoff: float = Field(
+        1.0, ge=0, description="Seconds before the first retry of an API request; doubles."
+    )
+
     # Chunking (in tokens of the embedder's tokenizer)
     chunk_size: int = Field(200, ge=16)
     chunk_overlap: int = Field(32, ge=0)
@@ -74,10 +113,32 @@ class Settings(BaseSettings):
     rrf_k: int = Field(60, ge=1)
     weights: tuple[float, float] = (0.5, 0.5)
 
+    # Reranking (see rag.rerankers)
+    reranker: str = Field(
+        "none", description="none, cross-encoder, bge-reranker, jina or bge-m3-colbert."
+    )
+    reranker_model: str | None = Field(
+        None, description="The reranker's model (hub id, local path or Jina model); None: "
+        "the reranker's default."
+    )
+    rerank_candidates: int = Field(30, ge=1, description="Hits retrieved before reranking.")
+    jina_api_key: SecretStr | None = Field(None, description="Jina AI API key (jina reranker).")
+    jina_base_url: str = "https://api.jina.ai/v1"
+    request_timeout: float = Field(30.0, gt=0, description="Seconds per API request.")
+    max_retries: int = Field(3, ge=0, description="Retries of a failed API request.")
+
     # Answer generation (any OpenAI-compatible endpoint)
     llm_base_url: str | None = None
     llm_api_key: SecretStr | None = None
-    llm_model: str | None = None
+    llm_model: str | None = Field(
+        None, description="Model id; None: the first model the endpoint lists."
+    )
+    llm_timeout: float = Field(
+        60.0, gt=0, description="Seconds to connect to the LLM and between streamed chunks."
+    )
+    llm_max_tokens: int = Field(256, ge=1, description="Most tokens generated per answer.")
+    llm_temperature: float = Field(0.0, ge=0, le=2)
+    llm_passages: int = Field(5, ge=1, description="Best hits given to the LLM as passages.")
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

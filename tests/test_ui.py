@@ -1,22 +1,28 @@
-"""The Streamlit page, run by Streamlit's AppTest against real Milvus Lite dbs."""
+"""The Streamlit chat page, run by Streamlit's AppTest against real Milvus Lite dbs and a
+scripted OpenAI-compatible endpoint."""
 
 from __future__ import annotations
 
+import html
 import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from conftest import milvus_docs_subset
+from fake_llm import FakeLLM, Script
 from markdown_it import MarkdownIt
 from markdown_it.common.utils import escapeHtml
 from streamlit.testing.v1 import AppTest
-from streamlit.testing.v1.element_tree import Block, Markdown, Text
+from streamlit.testing.v1.element_tree import Block, HeadingBase, Markdown, Subheader
 
+from rag.answer import NO_LLM
 from rag.retriever import Retriever
 from rag.settings import SearchMode, get_settings
 from rag.store import MilvusStore, StoreError
+from rag.types import Hit
 
 APP = Path(__file__).resolve().parents[1] / "ui" / "app.py"
 QUERY = "How do I create a sparse vector index?"
@@ -29,20 +35,33 @@ PAYLOAD_LINES = [
 ]
 # A file name is document text too: it becomes the title of a .txt file.
 PLANTED_NAME = "[x](javascript:alert(5)) <img src=y onerror=alert(4)> *notes*.txt"
+CITATION_LINK = re.compile(r'<a href="#t\d+-passage-\d+">\[\d+\]</a>')
 
 
 @pytest.fixture
 def start_app(monkeypatch):
-    """Run the app once against ``(uri, collection)``; the settings come from the environment."""
+    """Run the app once against ``(uri, collection)`` and an optional LLM endpoint; the
+    settings come from the environment."""
 
-    def start(uri: str, collection: str = "docs") -> AppTest:
+    def start(uri: str, collection: str = "docs", llm: str | None = None) -> AppTest:
         monkeypatch.setenv("RAG_MILVUS_URI", uri)
         monkeypatch.setenv("RAG_COLLECTION", collection)
+        if llm:
+            monkeypatch.setenv("RAG_LLM_BASE_URL", llm)
+        else:
+            monkeypatch.delenv("RAG_LLM_BASE_URL", raising=False)
         get_settings.cache_clear()
         return AppTest.from_file(str(APP), default_timeout=120).run()
 
     yield start
     get_settings.cache_clear()
+
+
+@pytest.fixture
+def fake_llm():
+    fake = FakeLLM()
+    yield fake
+    fake.close()
 
 
 @pytest.fixture(scope="module")
@@ -60,47 +79,67 @@ def app_module():
     """ui/app.py imported as a module (its page is built only when run as ``__main__``)."""
     spec = importlib.util.spec_from_file_location("rag_ui_app", APP)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks its module up there
     spec.loader.exec_module(module)
-    return module
+    yield module
+    del sys.modules[spec.name]
 
 
-def search(at: AppTest, query: str) -> AppTest:
-    return at.text_input(key="query").input(query).run()
+def ask(at: AppTest, question: str) -> AppTest:
+    return at.chat_input(key="question").set_value(question).run()
+
+
+def rendered_text(markdown: str) -> str:
+    """What a reader sees of ``markdown``: CommonMark's HTML without its tags, one line per
+    displayed line, without indentation."""
+    rendered = COMMONMARK.render(markdown).replace("<br />", "")
+    lines = html.unescape(re.sub(r"</?(p|strong)>", "", rendered)).splitlines()
+    return "\n".join(line.lstrip("\u00a0") for line in lines if line.strip())
+
+
+def shown_lines(text: str) -> str:
+    """A passage as the page shows it, without indentation: non-blank lines, whitespace runs
+    as one space."""
+    return "\n".join(" ".join(line.split()) for line in text.splitlines() if line.strip())
 
 
 def shown_hits(at: AppTest) -> list[dict[str, str]]:
-    """Each hit container's title, stage caption, source caption and passage, in order."""
+    """Each passage container's heading, stage caption, source caption and text, in order."""
     hits = []
     for node in at.main:
-        if isinstance(node, Block) and any(isinstance(c, Text) for c in node.children.values()):
+        if isinstance(node, Block) and any(
+            isinstance(c, Subheader) for c in node.children.values()
+        ):
             title, stages, where, text = (child.value for child in node.children.values())
             hits.append({"title": title, "stages": stages, "where": where, "text": text})
     return hits
 
 
-def assert_shows(at: AppTest, expected: list) -> None:
-    """The page shows exactly ``expected`` hits, in order, with their literal fields."""
+def assert_shows(at: AppTest, expected: list[Hit]) -> None:
+    """The page shows exactly ``expected`` passages, in order, with their literal fields."""
     assert not at.exception and not at.error
     shown = shown_hits(at)
     assert len(shown) == len(expected) > 0
     for hit, row in zip(expected, shown, strict=True):
         title = escapeHtml(" ".join(hit.title.split()))
-        assert COMMONMARK.render(row["title"]) == f"<p><strong>{hit.rank}. {title}</strong></p>\n"
+        assert COMMONMARK.render(row["title"]) == f"<p>[{hit.rank}] {title}</p>\n"
         assert escapeHtml(hit.source) in COMMONMARK.render(row["where"])
-        assert row["text"] == hit.text.strip()
+        assert rendered_text(row["text"]) == shown_lines(hit.text)
 
 
 def assert_no_live_markup(at: AppTest) -> None:
-    """No element may render HTML, and no Markdown element may form a tag or a link."""
+    """No element may render HTML, and no Markdown may form a tag or a link other than a
+    citation's link to its passage."""
     assert not at.html
     for node in at:
-        if isinstance(node, Markdown):
-            assert not node.proto.allow_html
-            rendered = COMMONMARK.render(node.value)
+        if isinstance(node, Markdown | HeadingBase):
+            if isinstance(node, Markdown):
+                assert not node.proto.allow_html
+            rendered = CITATION_LINK.sub("", COMMONMARK.render(node.value))
             assert not any(tag in rendered for tag in ("<a ", "<img", "<script", "<b>", "<em>"))
 
 
-def test_page_without_query_shows_controls_stats_and_a_hint(start_app, ingested):
+def test_page_without_question_shows_controls_stats_and_a_hint(start_app, ingested):
     uri, collection, report = ingested
     at = start_app(uri, collection)
 
@@ -110,7 +149,11 @@ def test_page_without_query_shows_controls_stats_and_a_hint(start_app, ingested)
     assert at.sidebar.radio(key="mode").value == settings.mode.value
     assert at.sidebar.radio(key="fusion").value == settings.fusion.value
     assert at.sidebar.number_input(key="rrf_k").value == settings.rrf_k
+    assert at.sidebar.selectbox(key="reranker").value == settings.reranker == "none"
     assert at.sidebar.text_input(key="source_prefix").value == ""
+    toggle = at.sidebar.toggle(key="use_llm")
+    assert toggle.value is False and toggle.disabled  # no LLM configured
+    assert any("No LLM is configured" in c.value for c in at.sidebar.caption)
     store = MilvusStore.open(uri, collection, create=False)
     files, chunks = len(store.files()), store.count_chunks()
     metrics = {m.label: m.value for m in at.sidebar.metric}
@@ -120,16 +163,20 @@ def test_page_without_query_shows_controls_stats_and_a_hint(start_app, ingested)
     profile = escapeHtml(store.profile.describe())
     assert any(profile in COMMONMARK.render(c.value) for c in at.sidebar.caption)
     store.close()
-    assert shown_hits(at) == []
-    assert any("Type a question" in c.value for c in at.main.caption)
+    assert shown_hits(at) == [] and at.chat_input(key="question")
+    assert any("Ask a question" in c.value for c in at.main.caption)
 
     at.sidebar.radio(key="fusion").set_value("weighted").run()
     assert not at.sidebar.number_input
-    assert [s.value for s in at.sidebar.slider][1:] == list(settings.weights)
+    weights = (at.sidebar.slider(key="dense_weight").value,
+               at.sidebar.slider(key="sparse_weight").value)
+    assert weights == settings.weights
 
 
-def test_hybrid_search_shows_the_retrievers_hits_with_stage_ranks(start_app, ingested, retriever):
-    at = search(start_app(*ingested[:2]), QUERY)
+def test_hybrid_search_without_llm_shows_the_hits_with_stage_ranks_and_why(
+    start_app, ingested, retriever
+):
+    at = ask(start_app(*ingested[:2]), QUERY)
 
     settings = get_settings()
     expected = retriever.search(
@@ -142,8 +189,28 @@ def test_hybrid_search_shows_the_retrievers_hits_with_stage_ranks(start_app, ing
     for hit, row in zip(expected, shown_hits(at), strict=True):
         dense = f"dense #{hit.dense_rank}" if hit.dense_rank else "dense –"
         sparse = f"sparse #{hit.sparse_rank}" if hit.sparse_rank else "sparse –"
-        assert row["stages"] == f"{dense} · {sparse} · fused score {hit.score:.4f}"
+        assert row["stages"] == f"{dense} · {sparse} · fused #{hit.rank} · score {hit.score:.4f}"
+    (warning,) = at.warning
+    assert rendered_text(warning.value) == f"No generated answer: {NO_LLM}"
+    assert [m.name for m in at.main.chat_message] == ["user", "assistant"]
     assert_no_live_markup(at)
+
+
+def test_sparse_matched_terms_are_bold_in_the_passages(start_app, ingested, app_module,
+                                                        embedder):
+    at = ask(start_app(*ingested[:2]), QUERY)
+
+    terms = app_module.sparse_terms(embedder, QUERY)
+    assert {"sparse", "vector", "index", "create"} <= set(terms)
+    assert not {"how", "do", "i", "a"} & set(terms)  # stop words and the expansion are left out
+    assert any(", ".join(terms) in rendered_text(c.value) for c in at.main.caption)
+    bold = {
+        word.lower()
+        for row in shown_hits(at)
+        for word in re.findall(r"<strong>(.*?)</strong>", COMMONMARK.render(row["text"]))
+    }
+    assert bold and all(any(w.startswith(t) for t in terms) for w in bold)
+    assert {"sparse", "vector", "index"} <= bold
 
 
 @pytest.mark.parametrize("mode", [m for m in SearchMode if m is not SearchMode.HYBRID])
@@ -152,7 +219,7 @@ def test_single_mode_search_shows_that_lists_rank_and_raw_score(
 ):
     at = start_app(*ingested[:2])
     at.sidebar.radio(key="mode").set_value(mode.value)
-    at = search(at, QUERY)
+    at = ask(at, QUERY)
 
     assert len(at.sidebar.radio) == 1 and not at.sidebar.number_input  # no fusion controls
     expected = retriever.search(QUERY, top_k=get_settings().top_k, mode=mode)
@@ -168,11 +235,75 @@ def test_invalid_fusion_weights_show_an_error(start_app, ingested):
     at.sidebar.radio(key="fusion").set_value("weighted").run()
     at.sidebar.slider(key="dense_weight").set_value(0.0)
     at.sidebar.slider(key="sparse_weight").set_value(0.0)
-    at = search(at, QUERY)
+    at = ask(at, QUERY)
 
     assert not at.exception
     assert [e.value for e in at.error] == ["weights must be non-negative and not all zero"]
     assert shown_hits(at) == []
+
+
+def test_unavailable_reranker_keeps_the_retrieved_order_with_a_note(
+    start_app, ingested, retriever
+):
+    at = start_app(*ingested[:2])
+    at.sidebar.selectbox(key="reranker").set_value("cross-encoder")
+    at.sidebar.slider(key="top_k").set_value(3)
+    at = ask(at, QUERY)
+
+    assert not at.exception and not at.error
+    notes = [rendered_text(w.value) for w in at.warning]
+    assert any(n.startswith("reranker cross-encoder unavailable, retrieved order kept") for n
+               in notes)
+    assert_shows(at, retriever.search(QUERY, top_k=3))
+
+
+def test_streamed_answer_links_its_citations_to_the_passages(start_app, ingested, fake_llm):
+    fake_llm.script = Script(deltas=["Use ", "SPARSE_INVERTED_INDEX", " [1]", " and [2, 9]",
+                                     "; not [9] <img src=x onerror=alert(7)> [z](javascript:x)"])
+    at = start_app(*ingested[:2], llm=fake_llm.base_url)
+    assert at.sidebar.toggle(key="use_llm").value is True
+    at = ask(at, QUERY)
+
+    assert not at.exception and not at.error and not at.warning
+    answer = at.main.chat_message[1].markdown[0].value
+    assert COMMONMARK.render(answer) == (
+        '<p>Use SPARSE_INVERTED_INDEX <a href="#t0-passage-1">[1]</a> and '
+        '<a href="#t0-passage-2">[2]</a>; not [9] &lt;img src=x onerror=alert(7)&gt; '
+        "[z](javascript:x)</p>\n"
+    )
+    headings = [h for h in at.main.subheader]
+    assert [h.proto.anchor for h in headings[:2]] == ["t0-passage-1", "t0-passage-2"]
+    assert any("cited: [1], [2]" in rendered_text(c.value) for c in at.main.caption)
+    request = fake_llm.requests[0]
+    assert len(re.findall(r'<passage id="\d+">', request["messages"][-1]["content"])) == (
+        get_settings().llm_passages)
+    assert_no_live_markup(at)
+
+    fake_llm.script = Script(deltas=["Second [1]."])
+    at = ask(at, "What is a sparse vector?")  # the first turn stays, anchors stay unique
+
+    assert [m.name for m in at.main.chat_message] == ["user", "assistant"] * 2
+    assert '<a href="#t1-passage-1">[1]</a>' in COMMONMARK.render(
+        at.main.chat_message[3].markdown[0].value)
+    anchors = [h.proto.anchor for h in at.main.subheader]
+    assert len(anchors) == len(set(anchors)) == 2 * get_settings().top_k
+
+
+def test_llm_switched_off_or_failing_still_shows_the_passages(start_app, ingested, fake_llm):
+    at = start_app(*ingested[:2], llm=fake_llm.base_url)
+    at.sidebar.toggle(key="use_llm").set_value(False)
+    at = ask(at, QUERY)
+    assert [rendered_text(w.value) for w in at.warning] == [
+        "No generated answer: answer generation is switched off in the sidebar"]
+    assert shown_hits(at) and not fake_llm.requests
+
+    fake_llm.script = Script(status=500, message="boom <b>x</b>")
+    at = ask(start_app(*ingested[:2], llm=fake_llm.base_url), QUERY)
+    (warning,) = at.warning
+    assert rendered_text(warning.value) == (
+        f"No generated answer: the LLM at {fake_llm.base_url} answered HTTP 500: boom <b>x</b>")
+    assert shown_hits(at) and not at.exception
+    assert_no_live_markup(at)
 
 
 def test_document_text_is_shown_literally(start_app, tmp_path, settings, embedder):
@@ -190,12 +321,13 @@ def test_document_text_is_shown_literally(start_app, tmp_path, settings, embedde
     assert report.chunks_written > 0 and not report.failed
     store.close()
 
-    at = search(start_app(uri), "quarantined zebra payload")
+    at = ask(start_app(uri), "quarantined zebra payload")
 
     (hit,) = shown_hits(at)
-    assert hit["text"] == "Quarantined zebra payload.\n\n" + "\n".join(PAYLOAD_LINES)
+    assert rendered_text(hit["text"]) == shown_lines(
+        "Quarantined zebra payload.\n" + "\n".join(PAYLOAD_LINES))
     assert COMMONMARK.render(hit["title"]) == (
-        f"<p><strong>1. {escapeHtml(Path(PLANTED_NAME).stem)}</strong></p>\n"
+        f"<p>[1] {escapeHtml(Path(PLANTED_NAME).stem)}</p>\n"
     )
     assert escapeHtml(str(planted)) in COMMONMARK.render(hit["where"])
     assert_no_live_markup(at)
@@ -213,6 +345,33 @@ def test_document_text_is_shown_literally(start_app, tmp_path, settings, embedde
 def test_literal_markdown_renders_as_the_text_itself(app_module, text):
     rendered = COMMONMARK.render(app_module.literal(text))
     assert rendered == f"<p>{escapeHtml(' '.join(text.split()))}</p>\n"
+    assert rendered_text(app_module.passage_markdown(text)) == shown_lines(text)
+    terms = ["code", "item", "red", "line", "para", "x", "a"]
+    tags = re.findall(r"</?(\w+)", COMMONMARK.render(app_module.passage_markdown(text, terms)))
+    assert set(tags) <= {"p", "br", "strong"}
+
+
+def test_highlight_and_answer_markup_stay_literal(app_module):
+    passage = "Sparse_vector: a *sparse* index.\n    indexes <b>Index</b> in reindex"
+    shown = COMMONMARK.render(app_module.passage_markdown(passage, ["sparse", "index", "in"]))
+    assert shown == (
+        "<p><strong>Sparse</strong>_vector: a *<strong>sparse</strong>* "
+        "<strong>index</strong>.<br />\n\u00a0\u00a0\u00a0\u00a0<strong>indexes</strong> "
+        "&lt;b&gt;<strong>Index</strong>&lt;/b&gt; <strong>in</strong> reindex</p>\n"
+    )
+    answer = app_module.answer_markdown("See [1], [3] and [1, 2].\n\n# x <i>", 2, 4)
+    assert COMMONMARK.render(answer) == (
+        '<p>See <a href="#t4-passage-1">[1]</a>, [3] and <a href="#t4-passage-1">[1]</a> '
+        '<a href="#t4-passage-2">[2]</a>.</p>\n<p># x &lt;i&gt;</p>\n'
+    )
+
+
+def test_stage_line_shows_every_rank_and_the_rerank_score(app_module):
+    hit = Hit(rank=1, score=0.032, chunk_id="c", source="s", title="t", heading="", page=0,
+              text="x", dense_rank=4, sparse_rank=None, fused_rank=3, rerank_score=0.87)
+    assert app_module.stage_line(hit, SearchMode.HYBRID) == (
+        "dense #4 · sparse – · fused #3 · score 0.0320 · rerank 0.8700")
+    assert app_module.stage_line(hit, SearchMode.BM25) == "bm25 #3 · score 0.0320 · rerank 0.8700"
 
 
 def test_missing_collection_shows_the_stores_message(start_app, ingested, embedder):
@@ -223,7 +382,7 @@ def test_missing_collection_shows_the_stores_message(start_app, ingested, embedd
     assert not at.exception
     assert [e.value for e in at.error] == [str(raised.value)]
     assert "no_such_collection" in str(raised.value)
-    assert not at.text_input
+    assert not at.chat_input
 
 
 def test_locked_db_shows_the_stores_message(start_app, tmp_path, embedder):
@@ -244,4 +403,4 @@ def test_locked_db_shows_the_stores_message(start_app, tmp_path, embedder):
     assert not at.exception
     assert [e.value for e in at.error] == [str(raised.value)]
     assert uri in str(raised.value)
-    assert not at.text_input
+    assert not at.chat_input

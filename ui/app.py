@@ -1,45 +1,34 @@
-"""Streamlit search page: a query box, ranked passages with per-stage ranks, collection stats."""
+"""Streamlit chat page: cited, streamed answers over the ranked passages, with search controls."""
 
 from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import streamlit as st
 from pydantic import ValidationError
 
-from rag.embedders import UnknownProfileError, build_embedder
+from rag.answer import LLM, Answer, AnswerStream, citation_spans
+from rag.embedders import UnknownProfileError
 from rag.embedders.base import Embedder
+from rag.rerankers import RERANKERS, Reranker, RerankError, build_reranker
 from rag.retriever import Retriever
 from rag.settings import Fusion, SearchMode, Settings, get_settings
 from rag.store import StoreError
 from rag.types import Hit
 
-# The settings build_embedder reads: the models are reloaded only when one of them changes.
-MODEL_FIELDS = {
-    "profile", "dense_model", "sparse_model", "bge_m3_model",
-    "max_length", "device", "batch_size", "num_threads",
-}
 _ASCII_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
-
-
-def _model_key(settings: Settings) -> str:
-    return settings.model_dump_json(include=MODEL_FIELDS)
-
-
-@st.cache_resource(show_spinner="Loading the embedding models…", hash_funcs={Settings: _model_key})
-def load_embedder(settings: Settings) -> Embedder:
-    """The embedder of the settings' profile, loaded once per process."""
-    return build_embedder(settings)
-
-
-@st.cache_resource(
-    show_spinner="Opening the collection…", hash_funcs={Settings: Settings.model_dump_json}
+_BLANKS = re.compile(r"[^\S\n]+")  # whitespace runs other than newlines
+_PARAGRAPH_BREAK = re.compile(r"\n[^\S\n]*\n")  # a blank line
+# Words too common to be worth highlighting, though a sparse vector may weigh them.
+STOP_WORDS = frozenset(
+    "a about an and are as at be but by can do does for from had has have how i if in into "
+    "is it its me my no not of on or our so such than that the their them then there these "
+    "they this to us was we what when where which who why will with you your".split()
 )
-def load_retriever(settings: Settings) -> Retriever:
-    """The retriever (Milvus client and collection) of the settings, opened once per process."""
-    return Retriever.from_settings(settings, load_embedder(settings))
 
 
 def literal(text: str) -> str:
@@ -54,16 +43,115 @@ def literal(text: str) -> str:
     return _ASCII_PUNCTUATION.sub(r"\\\1", " ".join(text.split()))
 
 
+def inline_literal(text: str) -> str:
+    """Like :func:`literal` but keeping line breaks (for streamed text, delta by delta):
+    punctuation escaped, other whitespace runs made one space, so no block can start."""
+    return _ASCII_PUNCTUATION.sub(r"\\\1", _BLANKS.sub(" ", text))
+
+
+def highlight(markdown: str, terms: Iterable[str]) -> str:
+    """``markdown`` (already escaped by :func:`literal`) with each word that starts with one
+    of ``terms`` (case-insensitive; a term of 3 letters or fewer only as a whole word) in
+    bold. Terms are alphanumeric, so a match never spans an escape."""
+    terms = sorted({t.lower() for t in terms if t.isalnum()}, key=len, reverse=True)
+    if not terms:
+        return markdown
+    alternatives = "|".join(re.escape(t) + (r"\w*" if len(t) > 3 else r"\b") for t in terms)
+    return re.sub(rf"\b(?:{alternatives})", r"**\g<0>**", markdown, flags=re.IGNORECASE)
+
+
+def passage_markdown(text: str, terms: Iterable[str] = ()) -> str:
+    """A passage as Markdown that shows its text literally, paragraphs and line breaks kept
+    (leading indentation as no-break spaces, which start no code block), with ``terms``
+    highlighted (see :func:`highlight`)."""
+    terms = list(terms)
+    paragraphs = []
+    for paragraph in _PARAGRAPH_BREAK.split(text):
+        lines = [
+            "\u00a0" * (len(line) - len(line.lstrip())) + highlight(literal(line), terms)
+            for line in paragraph.splitlines()
+            if line.strip()
+        ]
+        paragraphs.append("  \n".join(lines))
+    return "\n\n".join(p for p in paragraphs if p)
+
+
+def anchor(turn: int, number: int) -> str:
+    """The HTML id of passage ``number`` of chat turn ``turn``."""
+    return f"t{turn}-passage-{number}"
+
+
+def answer_markdown(text: str, passages: int, turn: int) -> str:
+    """The answer as literal Markdown whose citations of the ``passages`` passages are links
+    to them (``[1]`` → ``#t0-passage-1``); a bracket naming no passage stays text."""
+    parts, position = [], 0
+    for start, end, numbers in citation_spans(text, passages):
+        parts.append(inline_literal(text[position:start]))
+        parts.append(" ".join(f"[\\[{n}\\]](#{anchor(turn, n)})" for n in numbers))
+        position = end
+    parts.append(inline_literal(text[position:]))
+    return "".join(parts)
+
+
+def sparse_terms(embedder: Embedder, query: str) -> list[str]:
+    """The query's own words that weigh in its sparse vector, lowercased, without stop words:
+    the terms sparse search matched on. ``[]`` when the sparse function has no tokenizer to
+    name its vocabulary (BM25 fitted on the corpus)."""
+    sparse_function = getattr(embedder, "sparse", None)
+    tokenizer = getattr(sparse_function, "tokenizer", None) or getattr(
+        getattr(embedder, "model", None), "tokenizer", None  # BGE-M3
+    )
+    if not hasattr(tokenizer, "convert_ids_to_tokens"):
+        return []
+    encoder = sparse_function if sparse_function is not None else embedder
+    vector = encoder.encode_queries([query])
+    weighted = set(getattr(vector, "sparse", vector).indices.tolist())
+    ids = [i for i in tokenizer(query, add_special_tokens=False)["input_ids"] if i in weighted]
+    words = {token.lstrip("▁").lower() for token in tokenizer.convert_ids_to_tokens(ids)}
+    return sorted(w for w in words if len(w) > 1 and w.isalnum() and w not in STOP_WORDS)
+
+
+@st.cache_resource(
+    show_spinner="Loading the models and opening the collection…",
+    hash_funcs={Settings: Settings.model_dump_json},
+)
+def load_retriever(settings: Settings) -> Retriever:
+    """The retriever (embedder, Milvus client, collection) of the settings, opened once per
+    process."""
+    return Retriever.from_settings(settings)
+
+
+@st.cache_resource(
+    show_spinner="Loading the reranker…", hash_funcs={Settings: Settings.model_dump_json}
+)
+def load_reranker(settings: Settings, name: str) -> Reranker | None:
+    """The reranker ``name`` (``None`` for ``none``), loaded once per process."""
+    embedder = load_retriever(settings).embedder
+    return build_reranker(settings.model_copy(update={"reranker": name}), embedder)
+
+
+@dataclass
+class Turn:
+    """One question of the chat and everything shown for it."""
+
+    question: str
+    answer: Answer
+    mode: SearchMode
+    passages: int
+    terms: list[str]
+    notes: list[str]
+    elapsed_ms: float
+
+
 def search_options(settings: Settings) -> dict:
-    """The sidebar controls (defaults from the settings) as ``Retriever.search`` arguments."""
+    """The sidebar's search controls (defaults from the settings) as ``Retriever.search``
+    arguments, plus ``reranker`` (a name) and ``use_llm``."""
     sidebar = st.sidebar
     sidebar.header("Search")
-    top_k = sidebar.slider("Results (top-k)", 1, max(50, settings.top_k), settings.top_k,
-                           key="top_k")
     modes = [mode.value for mode in SearchMode]
     mode = SearchMode(sidebar.radio("Mode", modes, modes.index(settings.mode), key="mode",
                                     horizontal=True))
-    options = {"top_k": top_k, "mode": mode}
+    options: dict = {"mode": mode}
     if mode is SearchMode.HYBRID:
         fusions = [fusion.value for fusion in Fusion]
         fusion = Fusion(sidebar.radio("Fusion", fusions, fusions.index(settings.fusion),
@@ -80,10 +168,29 @@ def search_options(settings: Settings) -> dict:
                 sidebar.slider("Sparse weight", 0.0, top, settings.weights[1], 0.05,
                                key="sparse_weight"),
             )
+    names = list(RERANKERS)
+    options["reranker"] = sidebar.selectbox(
+        "Reranker", names, names.index(settings.reranker) if settings.reranker in names else 0,
+        key="reranker", help="Reorders the retrieved passages; the model loads on first use.",
+    )
+    options["top_k"] = sidebar.slider("Passages (top-k)", 1, max(50, settings.top_k),
+                                      settings.top_k, key="top_k")
     options["source_prefix"] = sidebar.text_input(
         "Source prefix (optional)", key="source_prefix",
         help="Only search files whose path starts with this text.",
     ) or None
+    sidebar.header("Answer")
+    options["use_llm"] = sidebar.toggle(
+        "Generate a cited answer", value=bool(settings.llm_base_url), key="use_llm",
+        disabled=not settings.llm_base_url,
+    )
+    if settings.llm_base_url:
+        model = settings.llm_model or "the endpoint's first model"
+        sidebar.caption(f"{literal(settings.llm_base_url)} · {literal(model)} · the best "
+                        f"{settings.llm_passages} passages are given to it")
+    else:
+        sidebar.caption("No LLM is configured: set RAG\\_LLM\\_BASE\\_URL (see `python -m rag "
+                        "serve-llm`).")
     return options
 
 
@@ -98,24 +205,30 @@ def show_stats(stats: dict) -> None:
 
 
 def stage_line(hit: Hit, mode: SearchMode) -> str:
-    """A hit's rank in each searched list and its final score: ``dense #3 · sparse #1 · …``."""
-    if mode is not SearchMode.HYBRID:
-        return f"{mode.value} #{hit.rank} · score {hit.score:.4f}"
-    stages = [
-        f"{stage} #{rank}" if rank else f"{stage} –"
-        for stage, rank in (("dense", hit.dense_rank), ("sparse", hit.sparse_rank))
-    ]
-    return " · ".join([*stages, f"fused score {hit.score:.4f}"])
+    """A hit's rank in each searched list, its retrieval score and its rerank score:
+    ``dense #3 · sparse #1 · fused #2 · score 0.0320 · rerank 0.8731``."""
+    retrieved = hit.fused_rank or hit.rank
+    if mode is SearchMode.HYBRID:
+        stages = [
+            f"{stage} #{rank}" if rank else f"{stage} –"
+            for stage, rank in (("dense", hit.dense_rank), ("sparse", hit.sparse_rank))
+        ]
+        parts = [*stages, f"fused #{retrieved}", f"score {hit.score:.4f}"]
+    else:
+        parts = [f"{mode.value} #{retrieved}", f"score {hit.score:.4f}"]
+    if hit.rerank_score is not None:
+        parts.append(f"rerank {hit.rerank_score:.4f}")
+    return " · ".join(parts)
 
 
-def show_hit(hit: Hit, mode: SearchMode) -> None:
-    """One hit: rank and title, stage ranks and score, source, heading, page, then the passage.
+def show_hit(hit: Hit, mode: SearchMode, turn: int, terms: list[str]) -> None:
+    """One passage: ``[n]`` and title (the citations' anchor), stage ranks and scores,
+    source, heading and page, then the text with the sparse-matched terms in bold.
 
-    Every document string is shown literally: the passage with ``st.text`` (no Markdown, no
-    HTML), the title, path and heading as :func:`literal` Markdown.
+    Every document string is shown literally (:func:`literal`, :func:`passage_markdown`).
     """
-    with st.container(border=True):
-        st.markdown(f"**{hit.rank}\\. {literal(hit.title)}**")
+    with st.container(border=True, key=anchor(turn, hit.rank)):
+        st.subheader(f"\\[{hit.rank}\\] {literal(hit.title)}", anchor=anchor(turn, hit.rank))
         st.caption(stage_line(hit, mode))
         where = [literal(Path(hit.source).name), literal(hit.source)]
         if hit.heading:
@@ -123,13 +236,110 @@ def show_hit(hit: Hit, mode: SearchMode) -> None:
         if hit.page > 0:
             where.append(f"page {hit.page}")
         st.caption(" · ".join(where))
-        st.text(hit.text, width="stretch")
+        st.markdown(passage_markdown(hit.text, terms))
+
+
+def show_turn(index: int, turn: Turn) -> None:
+    """A finished chat turn: the question, the answer with linked citations, the passages."""
+    with st.chat_message("user"):
+        st.markdown(literal(turn.question))
+    with st.chat_message("assistant"):
+        if turn.answer.text:
+            st.markdown(answer_markdown(turn.answer.text, turn.passages, index))
+        show_details(index, turn)
+
+
+def show_details(index: int, turn: Turn) -> None:
+    """Under an answer: why it is missing, notes, then the ranked passages."""
+    if turn.answer.error:
+        st.warning(f"No generated answer: {literal(turn.answer.error)}")
+    for note in turn.notes:
+        st.warning(literal(note))
+    hits = turn.answer.hits
+    cited = ", ".join(f"[{n}]" for n in turn.answer.citations) or "none"
+    st.caption(f"{len(hits)} passages · {turn.mode.value} search · {turn.elapsed_ms:.0f} ms · "
+               f"cited: {literal(cited)}")
+    if not hits:
+        st.info("No passage matches this question.")
+    if turn.terms:
+        st.caption("Sparse-matched terms in bold: " + literal(", ".join(turn.terms)))
+    for hit in hits:
+        show_hit(hit, turn.mode, index, turn.terms)
+
+
+def escaped(deltas: Iterator[str]) -> Iterator[str]:
+    """The answer's deltas as literal Markdown, for ``st.write_stream``."""
+    for delta in deltas:
+        yield inline_literal(delta)
+
+
+def retrieve(retriever: Retriever, settings: Settings, question: str,
+             options: dict) -> tuple[list[Hit], list[str]]:
+    """The hits for ``question`` (reranked when a reranker is chosen) and notes for the user.
+
+    A reranker that cannot load or fails leaves the retrieved order, with a note.
+
+    Raises:
+        ValueError: empty query or invalid fusion parameters.
+    """
+    search = {k: v for k, v in options.items() if k not in ("reranker", "use_llm")}
+    notes = []
+    try:
+        reranker = load_reranker(settings, options["reranker"])
+    except (OSError, RerankError, ValueError) as error:
+        reranker = None
+        notes.append(f"reranker {options['reranker']} unavailable, retrieved order kept: {error}")
+    if reranker is not None:
+        search["top_k"] = max(options["top_k"], settings.rerank_candidates)
+    hits = retriever.search(question, **search)
+    if reranker is not None:
+        try:
+            hits = reranker.rerank(question, hits, options["top_k"])
+        except RerankError as error:
+            notes.append(f"reranking failed, retrieved order kept: {error}")
+            hits = hits[: options["top_k"]]
+    return hits, notes
+
+
+def ask(retriever: Retriever, settings: Settings, question: str, options: dict,
+        index: int) -> Turn | None:
+    """Answer ``question`` in the page (streamed), returning the finished turn (``None``
+    after an error shown to the user)."""
+    with st.chat_message("user"):
+        st.markdown(literal(question))
+    with st.chat_message("assistant"):
+        started = time.perf_counter()
+        try:
+            with st.spinner("Searching…"):
+                hits, notes = retrieve(retriever, settings, question, options)
+        except ValueError as error:
+            st.error(str(error))
+            return None
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        llm = LLM.from_settings(settings) if options["use_llm"] else None
+        stream = AnswerStream(question, hits, llm, settings.llm_passages)
+        placeholder = st.empty()
+        with placeholder.container():
+            st.write_stream(escaped(iter(stream)))
+        answer = stream.answer
+        if llm is None and settings.llm_base_url:
+            answer.error = "answer generation is switched off in the sidebar"
+        if answer.text:
+            placeholder.markdown(answer_markdown(answer.text, len(stream.prompt_hits), index))
+        else:
+            placeholder.empty()
+        mode = options["mode"]
+        terms = sparse_terms(retriever.embedder, question) if mode in (
+            SearchMode.HYBRID, SearchMode.SPARSE) else []
+        turn = Turn(question, answer, mode, len(stream.prompt_hits), terms, notes, elapsed_ms)
+        show_details(index, turn)
+    return turn
 
 
 def main() -> None:
     """Build the page for one run of the script."""
-    st.set_page_config(page_title="Hybrid search", page_icon="🔎", layout="wide")
-    st.title("Hybrid search")
+    st.set_page_config(page_title="Ask the docs", page_icon="🔎", layout="wide")
+    st.title("Ask the docs")
     try:
         settings = get_settings()
         retriever = load_retriever(settings)
@@ -139,22 +349,17 @@ def main() -> None:
     options = search_options(settings)
     show_stats(retriever.store.stats())
 
-    query = st.text_input("Query", key="query", placeholder="How do I create a sparse index?")
-    if not query.strip():
-        st.caption("Type a question and press Enter to search the ingested documents.")
+    turns: list[Turn] = st.session_state.setdefault("turns", [])
+    for index, turn in enumerate(turns):
+        show_turn(index, turn)
+    question = st.chat_input("Ask a question about the documents", key="question")
+    if question is None or not question.strip():
+        if not turns:
+            st.caption("Ask a question: the answer cites the ranked passages shown under it.")
         return
-    started = time.perf_counter()
-    try:
-        hits = retriever.search(query, **options)
-    except ValueError as error:
-        st.error(str(error))
-        return
-    elapsed_ms = (time.perf_counter() - started) * 1000
-    st.caption(f"{len(hits)} results · {options['mode'].value} search · {elapsed_ms:.0f} ms")
-    if not hits:
-        st.info("No passage matches this query.")
-    for hit in hits:
-        show_hit(hit, options["mode"])
+    turn = ask(retriever, settings, question, options, len(turns))
+    if turn is not None:
+        turns.append(turn)
 
 
 if __name__ == "__main__":  # streamlit run / AppTest; importing only defines

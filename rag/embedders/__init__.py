@@ -1,24 +1,22 @@
 """Embedders: text → dense vector + sparse vector (lexical weights), chosen by profile.
 
-A profile is one hybrid function (``bge-m3``) or a dense function paired with a sparse
-function (``minilm-splade``). ``build_embedder(settings)`` returns the profile's embedder.
+A profile is one hybrid function (``bge-m3``, ``mgte``) or a dense function paired with a
+sparse function (``minilm-splade``, ``default+bm25``, ``openai+splade``…); the functions are
+listed in :mod:`rag.embedders.registry`. ``build_embedder(settings)`` returns the profile's
+embedder.
 """
 
 from __future__ import annotations
 
 from rag.embedders.base import Embedder, Embeddings
+from rag.embedders.registry import (
+    FUNCTIONS,
+    PROFILES,
+    Composition,
+    UnknownProfileError,
+    resolve,
+)
 from rag.settings import Settings
-
-PROFILES: dict[str, str] = {
-    "minilm-splade": "all-MiniLM-L6-v2 dense (384) + SPLADE-tiny sparse (30522); packaged "
-    "weights, no download",
-    "bge-m3": "BGE-M3 dense (1024) + lexical weights (250002) in one pass (BAAI/bge-m3 or a "
-    "local path)",
-}
-
-
-class UnknownProfileError(ValueError):
-    """The settings name a profile that does not exist."""
 
 
 def configure_threads(num_threads: int) -> None:
@@ -30,51 +28,45 @@ def configure_threads(num_threads: int) -> None:
     transformers_logging.disable_progress_bar()
 
 
-def build_embedder(settings: Settings) -> Embedder:
-    """The embedder of ``settings.profile``, with its models loaded.
+def build_embedder(settings: Settings, composition: Composition | None = None) -> Embedder:
+    """The embedder of ``composition`` (default: the one the settings select), its models
+    loaded. Chunks are measured with the dense function's tokenizer, else the sparse
+    function's, else BERT WordPiece (``rag.embedders.tokenizer.fallback_token_counter``).
 
     Raises:
-        UnknownProfileError: the profile is not one of ``PROFILES``.
+        UnknownProfileError: the settings name no known profile or composition.
+        APIAuthError: an API function without its key.
         OSError: a model cannot be found locally and the hub cannot be reached.
     """
+    from rag.embedders.hybrid import DenseSparseEmbedder
+    from rag.embedders.tokenizer import HFTokenCounter, fallback_token_counter
+
+    composition = composition or resolve(settings)
     configure_threads(settings.num_threads)
-    if settings.profile == "bge-m3":
-        from rag.embedders.bge_m3 import BGEM3Embedder
-
-        return BGEM3Embedder(
-            settings.bge_m3_model,
-            device=settings.device,
-            batch_size=settings.batch_size,
-            max_length=settings.max_length,
-        )
-    if settings.profile == "minilm-splade":
-        from rag.embedders.hybrid import DenseSparseEmbedder
-        from rag.embedders.sentence_transformer import SentenceTransformerDense
-        from rag.embedders.splade import SpladeSparse
-        from rag.embedders.tokenizer import HFTokenCounter
-
-        dense = SentenceTransformerDense(
-            settings.dense_model,
-            device=settings.device,
-            batch_size=settings.batch_size,
-            max_length=settings.max_length,
-        )
-        sparse = SpladeSparse(
-            settings.sparse_model,
-            device=settings.device,
-            batch_size=settings.batch_size,
-            max_length=settings.max_length,
-        )
-        return DenseSparseEmbedder(
-            settings.profile,
-            dense,
-            sparse,
-            HFTokenCounter(dense.tokenizer),
-            min(dense.max_tokens, sparse.max_tokens),
-        )
-    raise UnknownProfileError(
-        f"unknown embedder profile {settings.profile!r}; choose one of {', '.join(PROFILES)}"
+    if composition.hybrid:
+        embedder = FUNCTIONS[composition.hybrid].build(settings)
+        embedder.profile = composition.name
+        return embedder
+    dense = FUNCTIONS[composition.dense].build(settings)
+    sparse = FUNCTIONS[composition.sparse].build(settings)
+    tokenizers = (getattr(dense, "tokenizer", None), getattr(sparse, "tokenizer", None))
+    tokenizer = next((t for t in tokenizers if t is not None), None)
+    return DenseSparseEmbedder(
+        composition.name,
+        dense,
+        sparse,
+        HFTokenCounter(tokenizer) if tokenizer is not None else fallback_token_counter(),
+        min(dense.max_tokens, sparse.max_tokens),
     )
 
 
-__all__ = ["PROFILES", "Embedder", "Embeddings", "UnknownProfileError", "build_embedder"]
+__all__ = [
+    "FUNCTIONS",
+    "PROFILES",
+    "Composition",
+    "Embedder",
+    "Embeddings",
+    "UnknownProfileError",
+    "build_embedder",
+    "configure_threads",
+]

@@ -54,6 +54,38 @@ class SparseEncoder(Protocol):
     def encode_queries(self, texts: Sequence[str]) -> sparse.csr_array: ...
 
 
+@runtime_checkable
+class FittedSparseEncoder(SparseEncoder, Protocol):
+    """A sparse function whose weights are statistics fitted on the corpus (BM25).
+
+    Its vocabulary and weights change with every fit, so documents and queries must be
+    encoded with the same fitted parameters: ``fingerprint`` names them (``""`` until fitted
+    or loaded) and the collection records it (see ``rag.embedders.fitting``).
+    """
+
+    fingerprint: str
+
+    def fit(self, texts: Sequence[str]) -> None:
+        """Fit the parameters on ``texts``, the corpus."""
+        ...
+
+    def save(self, path: str) -> None:
+        """Write the fitted parameters to ``path``."""
+        ...
+
+    def load(self, path: str) -> None:
+        """Read parameters written by :meth:`save`."""
+        ...
+
+    def defer(self) -> None:
+        """Until the next fit, encode documents as empty rows instead of refusing."""
+        ...
+
+    def stale(self) -> str | None:
+        """Why the loaded parameters differ from the configured ones (``None``: they do not)."""
+        ...
+
+
 class Embedder(Protocol):
     """Dense and sparse vectors for documents and queries, and the tokenizer to chunk with.
 
@@ -79,3 +111,9 @@ def l2_normalize(matrix: np.ndarray) -> np.ndarray:
     matrix = np.asarray(matrix, dtype=np.float32)
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     return matrix / np.maximum(norms, 1e-12)
+
+
+def fitted_sparse(embedder: object) -> FittedSparseEncoder | None:
+    """The embedder's sparse function when it is fitted on the corpus, else ``None``."""
+    sparse_encoder = getattr(embedder, "sparse", None)
+    return sparse_encoder if isinstance(sparse_encoder, FittedSparseEncoder) else None

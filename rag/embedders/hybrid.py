@@ -32,10 +32,18 @@ class DenseSparseEmbedder:
         self.sparse = sparse
         self.dense_name = dense.name
         self.sparse_name = sparse.name
-        self.dim = dense.dim
-        self.vocab_size = sparse.vocab_size
         self.tokenizer = tokenizer
         self.max_tokens = max_tokens
+
+    @property
+    def dim(self) -> int:
+        """The dense vector dimension (an API function learns it from its first answer)."""
+        return self.dense.dim
+
+    @property
+    def vocab_size(self) -> int:
+        """The sparse vocabulary size (a fitted function's changes with each fit)."""
+        return self.sparse.vocab_size
 
     def encode_documents(self, texts: Sequence[str]) -> Embeddings:
         """Dense ``float32 [n, dim]`` and sparse ``csr_array [n, vocab_size]`` for documents."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from transformers import PreTrainedTokenizerBase
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from rag.embedders.packaged import resolve_model
 
 
 class HFTokenCounter:
@@ -32,3 +34,17 @@ class HFTokenCounter:
             (start, max(start, min(end, spans[i + 1][0])) if i + 1 < len(spans) else end)
             for i, (start, end) in enumerate(spans)
         ]
+
+
+# Chunks are measured with this tokenizer when no function of the profile has one of its
+# own (an API dense function with BM25): BERT WordPiece, shipped with the packaged MiniLM.
+FALLBACK_TOKENIZER_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def fallback_token_counter() -> HFTokenCounter:
+    """Token spans of the packaged all-MiniLM-L6-v2 tokenizer (BERT WordPiece, uncased).
+
+    Raises:
+        OSError: the packaged model is not installed and the hub cannot be reached.
+    """
+    return HFTokenCounter(AutoTokenizer.from_pretrained(resolve_model(FALLBACK_TOKENIZER_MODEL)))

@@ -1,0 +1,257 @@
+"""Fitted sparse parameters (BM25) kept beside their collection: load, defer, refit policy.
+
+Where they live: in ``<collection>__sparse_params``, a sibling collection in the same Milvus
+(inside the db directory for Milvus Lite, on the server for a server URL), as the text the
+function's own ``save`` writes (read back with its ``load``). The chunk collection's profile
+records their fingerprint and vocabulary size, and its ``rag.sparse_fit`` property the fit
+state. Every process that opens the collection (ingest, search, the app, eval; on this
+machine or another) therefore encodes queries with the parameters the stored documents were
+encoded with, and a query side holding other parameters is refused.
+
+Refit policy (applied by :func:`after_ingest`, which every ingest calls after its run):
+
+1. The first ingest writes its chunks with empty sparse rows, fits on every stored chunk,
+   then rewrites the sparse vector of every chunk.
+2. Later ingests encode new chunks with the recorded parameters (terms unseen at fit time get
+   no weight) and add the chunks they wrote or deleted to ``changed_chunks``.
+3. When ``changed_chunks`` exceeds ``drift`` (``RAG_BM25_REFIT_DRIFT``, default 0.2) times
+   the chunks the parameters were fitted on, on ``--refit-bm25``, when the BM25 settings
+   (k1, b, epsilon) differ from the fitted ones, or when the stored parameters are missing,
+   the ingest refits on every stored chunk and rewrites every sparse vector.
+4. A refit stores the new parameters, then marks the collection as refitting before it
+   rewrites anything; queries are refused while the mark is set, and an interrupted refit
+   is redone by the next ingest. The new profile and the cleared mark are written together.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from rag.chunking import embedding_text
+from rag.embedders.base import Embedder, FittedSparseEncoder, fitted_sparse
+from rag.store import PROFILE_PROPERTY, CollectionProfile, MilvusStore, StoreError
+
+FIT_STATE_PROPERTY = "rag.sparse_fit"
+REFIT_BATCH = 1000  # chunks encoded and rewritten per step of a refit
+
+
+class SparseParamsError(StoreError):
+    """The collection's fitted sparse parameters cannot be used (none yet, a refit not
+    finished, missing or damaged); the message says what to run."""
+
+
+@dataclass(frozen=True)
+class FitState:
+    """What the collection records about its fit.
+
+    Attributes:
+        fitted_chunks: chunks the current parameters were fitted on.
+        changed_chunks: chunks written or deleted since that fit.
+        refitting: fingerprint of a refit that has started and not finished (``""``: none).
+    """
+
+    fitted_chunks: int = 0
+    changed_chunks: int = 0
+    refitting: str = ""
+
+
+@dataclass(frozen=True)
+class RefitReport:
+    """One refit: why, on how many chunks, the new parameters, and how long it took."""
+
+    reason: str
+    chunks: int
+    fingerprint: str
+    vocab_size: int
+    seconds: float
+
+    def describe(self) -> str:
+        """One line for the ingest output."""
+        return (
+            f"BM25 refitted ({self.reason}): {self.chunks} chunks, {self.vocab_size} terms, "
+            f"params {self.fingerprint}; every sparse vector rewritten in {self.seconds:.1f} s"
+        )
+
+
+def read_state(store: MilvusStore) -> FitState:
+    """The collection's fit state (the default when none is recorded)."""
+    raw = store.read_property(FIT_STATE_PROPERTY)
+    return FitState(**json.loads(raw)) if raw else FitState()
+
+
+def _state_property(state: FitState) -> dict[str, str]:
+    return {FIT_STATE_PROPERTY: json.dumps(asdict(state))}
+
+
+def params_text(sparse: FittedSparseEncoder) -> str:
+    """The fitted parameters as the text the function's ``save`` writes."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "params.json"
+        sparse.save(str(path))
+        return path.read_text(encoding="ascii")
+
+
+def load_params_text(sparse: FittedSparseEncoder, text: str) -> None:
+    """Load parameters from text written by :func:`params_text` (through ``load``)."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "params.json"
+        path.write_text(text, encoding="ascii")
+        sparse.load(str(path))
+
+
+def _load_recorded(store: MilvusStore, sparse: FittedSparseEncoder) -> str | None:
+    """Load the recorded parameters; the reason when they cannot be."""
+    assert store.profile is not None
+    fingerprint = store.profile.sparse_params
+    if sparse.fingerprint == fingerprint:
+        return None
+    text = store.read_params(fingerprint)
+    if text is None:
+        return f"its parameters {fingerprint} are missing from {store.params_collection}"
+    load_params_text(sparse, text)
+    if sparse.fingerprint != fingerprint:
+        return f"its stored parameters do not match their fingerprint {fingerprint}"
+    return None
+
+
+def load_params(store: MilvusStore, embedder: Embedder) -> None:
+    """Query side: give the embedder's fitted sparse function the collection's current
+    parameters (reloaded only when the recorded fingerprint changed). Does nothing for an
+    embedder without a fitted function.
+
+    Raises:
+        SparseParamsError: no parameters yet, a refit in progress or interrupted, or the
+            stored parameters are missing or damaged.
+    """
+    sparse = fitted_sparse(embedder)
+    if sparse is None:
+        return
+    properties = store.properties()
+    store.profile = CollectionProfile(**json.loads(properties[PROFILE_PROPERTY]))
+    raw_state = properties.get(FIT_STATE_PROPERTY)
+    state = FitState(**json.loads(raw_state)) if raw_state else FitState()
+    where = f"collection {store.collection!r} at {store.uri}"
+    if state.refitting:
+        raise SparseParamsError(
+            f"{where}: a {sparse.name} refit is running or was interrupted, so its sparse "
+            "vectors are being rewritten; search again when it is done, or finish it with "
+            "`python -m ingest PATH`"
+        )
+    if not store.profile.sparse_params:
+        raise SparseParamsError(
+            f"{where} has no fitted {sparse.name} parameters yet: ingest documents first "
+            "(`python -m ingest PATH`)"
+        )
+    problem = _load_recorded(store, sparse)
+    if problem:
+        raise SparseParamsError(
+            f"{where}: {problem}; refit with `python -m ingest PATH --refit-bm25`"
+        )
+    store.check_profile(CollectionProfile.of(embedder))
+
+
+def prepare_ingest(store: MilvusStore, embedder: Embedder, *, refit: bool = False) -> None:
+    """Ingest side, before the run: load the recorded parameters so that new chunks are
+    encoded with them; defer instead (new chunks get empty sparse rows, the refit after the
+    run fills them) when there are none, a refit is pending or asked for, or they cannot be
+    loaded."""
+    sparse = fitted_sparse(embedder)
+    if sparse is None:
+        return
+    state = read_state(store)
+    assert store.profile is not None
+    if refit or state.refitting or not store.profile.sparse_params:
+        sparse.defer()
+    elif _load_recorded(store, sparse) is not None:
+        sparse.defer()
+    else:
+        store.check_profile(CollectionProfile.of(embedder))
+
+
+def refit_reason(
+    store: MilvusStore, sparse: FittedSparseEncoder, *, refit: bool, drift: float
+) -> str | None:
+    """Why the parameters must be refitted now (``None``: they need not be); see the
+    module's policy."""
+    state = read_state(store)
+    if refit:
+        return "asked with --refit-bm25"
+    if state.refitting:
+        return "finishing an interrupted refit"
+    if not sparse.fingerprint:
+        assert store.profile is not None
+        return "stored parameters unusable" if store.profile.sparse_params else "first fit"
+    stale = sparse.stale()
+    if stale:
+        return stale
+    changed = state.changed_chunks + store.chunks_changed
+    if changed > drift * state.fitted_chunks:
+        return (
+            f"{changed} chunks written or deleted since the fit on {state.fitted_chunks} "
+            f"chunks, over {drift:.0%}"
+        )
+    return None
+
+
+def refit(store: MilvusStore, embedder: Embedder, reason: str) -> RefitReport | None:
+    """Fit the embedder's sparse function on every stored chunk (the text each was embedded
+    from), store the parameters, and rewrite every chunk's sparse vector with them; see the
+    module's policy for the order of the writes. ``None`` when the collection is empty.
+
+    Raises:
+        ValueError: the embedder has no fitted sparse function.
+    """
+    sparse = fitted_sparse(embedder)
+    if sparse is None:
+        raise ValueError(f"profile {embedder.profile!r} has no fitted sparse function")
+    started = time.perf_counter()
+    chunks = store.all_chunks()
+    if not chunks:
+        store.write_properties(_state_property(FitState()))
+        return None
+    texts = [embedding_text(chunk) for chunk in chunks]
+    sparse.fit(texts)
+    fingerprint = sparse.fingerprint
+    store.write_params(fingerprint, params_text(sparse))
+    store.write_properties(_state_property(replace(read_state(store), refitting=fingerprint)))
+    for start in range(0, len(chunks), REFIT_BATCH):
+        ids = [chunk.chunk_id for chunk in chunks[start : start + REFIT_BATCH]]
+        store.update_sparse(ids, sparse.encode_documents(texts[start : start + REFIT_BATCH]))
+    profile = CollectionProfile.of(embedder)
+    store.write_properties(
+        {PROFILE_PROPERTY: json.dumps(asdict(profile))}
+        | _state_property(FitState(fitted_chunks=len(chunks)))
+    )
+    store.profile = profile
+    store.drop_params(keep=fingerprint)
+    store.chunks_changed = 0
+    return RefitReport(
+        reason, len(chunks), fingerprint, sparse.vocab_size, time.perf_counter() - started
+    )
+
+
+def after_ingest(
+    store: MilvusStore, embedder: Embedder, *, refit_now: bool = False, drift: float = 0.2
+) -> RefitReport | None:
+    """Ingest side, after the run: refit when the policy says so, else record the run's
+    written and deleted chunks. ``None`` when nothing was refitted.
+
+    Args:
+        refit_now: refit whatever the policy says (``--refit-bm25``).
+        drift: the changed fraction of the fitted chunks that triggers a refit.
+    """
+    sparse = fitted_sparse(embedder)
+    if sparse is None:
+        return None
+    reason = refit_reason(store, sparse, refit=refit_now, drift=drift)
+    if reason is not None:
+        return refit(store, embedder, reason)
+    state = read_state(store)
+    changed = state.changed_chunks + store.chunks_changed
+    store.write_properties(_state_property(replace(state, changed_chunks=changed)))
+    store.chunks_changed = 0
+    return None

@@ -1,0 +1,93 @@
+"""Rerankers: reorder retrieved hits by a finer (query, passage) score, chosen by name.
+
+``build_reranker(settings)`` returns the reranker of ``settings.reranker`` (``None`` for
+``none``); ``reranker.rerank(query, hits, top_k)`` returns the ``top_k`` best hits, each with
+its ``rerank_score`` and new ``rank``, keeping its ``fused_rank``, ``dense_rank`` and
+``sparse_rank``.
+"""
+
+from __future__ import annotations
+
+from rag.embedders.base import Embedder
+from rag.rerankers.base import Reranker, RerankError, apply_scores, passage_text
+from rag.settings import Settings
+
+RERANKERS: dict[str, str] = {
+    "none": "no reranking: hits stay in retrieved (fused) order",
+    "cross-encoder": "sentence-transformers CrossEncoder (default "
+    "cross-encoder/ms-marco-MiniLM-L-6-v2; any hub id or local path)",
+    "bge-reranker": "BGE reranker through FlagEmbedding's FlagReranker (default "
+    "BAAI/bge-reranker-v2-m3)",
+    "jina": "Jina Reranker API (default jina-reranker-v1-base-en; needs RAG_JINA_API_KEY)",
+    "bge-m3-colbert": "BGE-M3 multi-vector (ColBERT MaxSim) score (default RAG_BGE_M3_MODEL; "
+    "shares the bge-m3 profile's loaded model)",
+}
+
+
+class UnknownRerankerError(ValueError):
+    """The settings name a reranker that does not exist."""
+
+
+def build_reranker(settings: Settings, embedder: Embedder | None = None) -> Reranker | None:
+    """The reranker of ``settings.reranker`` with its model loaded, or ``None`` for ``none``.
+
+    ``settings.reranker_model`` overrides the reranker's default model. With
+    ``bge-m3-colbert``, a ``bge-m3`` profile ``embedder`` of the same model lends its loaded
+    model instead of a second load.
+
+    Raises:
+        UnknownRerankerError: the name is not one of ``RERANKERS``.
+        RerankError: ``jina`` without an API key.
+        OSError: a model cannot be found locally and the hub cannot be reached.
+    """
+    name = settings.reranker
+    if name == "none":
+        return None
+    if name not in RERANKERS:
+        raise UnknownRerankerError(
+            f"unknown reranker {name!r}; choose one of {', '.join(RERANKERS)}"
+        )
+    if name == "jina":
+        from rag.rerankers.jina import DEFAULT_MODEL, JinaReranker
+
+        return JinaReranker(
+            settings.jina_api_key,
+            settings.reranker_model or DEFAULT_MODEL,
+            base_url=settings.jina_base_url,
+            timeout=settings.request_timeout,
+            max_retries=settings.max_retries,
+        )
+    from rag.embedders import configure_threads
+
+    configure_threads(settings.num_threads)
+    local = {
+        "device": settings.device,
+        "batch_size": settings.batch_size,
+        "max_length": settings.max_length,
+    }
+    if name == "cross-encoder":
+        from rag.rerankers.cross_encoder import DEFAULT_MODEL, CrossEncoderReranker
+
+        return CrossEncoderReranker(settings.reranker_model or DEFAULT_MODEL, **local)
+    if name == "bge-reranker":
+        from rag.rerankers.bge import DEFAULT_MODEL, BGEReranker
+
+        return BGEReranker(settings.reranker_model or DEFAULT_MODEL, **local)
+    from rag.embedders.bge_m3 import BGEM3Embedder
+    from rag.rerankers.colbert import BGEM3ColbertReranker
+
+    model = settings.reranker_model or settings.bge_m3_model
+    if isinstance(embedder, BGEM3Embedder) and embedder.dense_name == model:
+        return BGEM3ColbertReranker(embedder.model, batch_size=settings.batch_size)
+    return BGEM3ColbertReranker.from_pretrained(model, **local)
+
+
+__all__ = [
+    "RERANKERS",
+    "RerankError",
+    "Reranker",
+    "UnknownRerankerError",
+    "apply_scores",
+    "build_reranker",
+    "passage_text",
+]

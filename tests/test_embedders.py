@@ -1,0 +1,691 @@
+"""Embedding functions: the registry, availability, compositions, the recorded profile, BM25's
+fit / save / load and refit policy, Instructor and mGTE code paths, ingest → search, the CLIs."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import MILVUS_DOCS_EN, SHARED_DATA
+from mgte_fixture import build_tiny_mgte
+
+from ingest.pipeline import Ingestor, Status
+from rag.chunking import Chunker
+from rag.embedders import build_embedder
+from rag.embedders.bm25 import BM25Sparse, EnglishAnalyzer, NotFittedError
+from rag.embedders.fitting import (
+    FIT_STATE_PROPERTY,
+    SparseParamsError,
+    after_ingest,
+    load_params,
+    load_params_text,
+    params_text,
+    prepare_ingest,
+    read_state,
+)
+from rag.embedders.hybrid import DenseSparseEmbedder
+from rag.embedders.packaged import resolve_model
+from rag.embedders.registry import (
+    FUNCTIONS,
+    UnknownProfileError,
+    composition,
+    listing,
+    resolve,
+    settings_for_record,
+)
+from rag.retriever import Retriever
+from rag.settings import SearchMode, Settings
+from rag.store import CollectionProfile, MilvusStore, ProfileMismatchError
+
+REPO = Path(__file__).resolve().parents[1]
+PAGES = MILVUS_DOCS_EN / "userGuide" / "indexes" / "floating-vector"
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+# The Milvus embedding overview's table: function -> (type, API or open-source).
+OVERVIEW = {
+    "default": ("dense", "open-source"),
+    "sentence-transformer": ("dense", "open-source"),
+    "bm25": ("sparse", "open-source"),
+    "splade": ("sparse", "open-source"),
+    "bge-m3": ("hybrid", "open-source"),
+    "mgte": ("hybrid", "open-source"),
+    "instructor": ("dense", "open-source"),
+    "openai": ("dense", "API"),
+    "voyageai": ("dense", "API"),
+    "jina": ("dense", "API"),
+    "cohere": ("dense", "API"),
+    "mistral": ("dense", "API"),
+    "nomic": ("dense", "API"),
+}
+
+
+def clean_settings(**values) -> Settings:
+    return Settings(_env_file=None, num_threads=1, **values)
+
+
+def default_bm25(embedder, **bm25) -> DenseSparseEmbedder:
+    """``default+bm25`` with a fresh BM25, sharing the session's loaded MiniLM (what
+    ``build_embedder`` builds for it, see ``test_build_embedder_composes_the_functions``)."""
+    return DenseSparseEmbedder(
+        "default+bm25", embedder.dense, BM25Sparse(**bm25), embedder.tokenizer, 512
+    )
+
+
+def ingest(store, embedder, paths, *, drift=0.2, refit=False):
+    """One ingest as ``python -m ingest`` runs it: prepare, run, then the refit policy."""
+    prepare_ingest(store, embedder, refit=refit)
+    report = Ingestor(store, embedder, Chunker(embedder.tokenizer, 200, 32)).run(sorted(paths))
+    assert not report.failed, report.failed
+    return report, after_ingest(store, embedder, refit_now=refit, drift=drift)
+
+
+def top_pages(hits) -> list[str]:
+    return [Path(h.source).name for h in hits]
+
+
+# ----------------------------------------------------------------- registry
+def test_registry_lists_every_function_of_the_overview():
+    rows = listing(clean_settings())
+    assert {row["name"]: (row["type"], row["access"]) for row in rows} == OVERVIEW
+    for row in rows:
+        assert all(name.startswith("RAG_") for name in row["settings"] + row["common_settings"])
+    by_name = {row["name"]: row for row in rows}
+    assert "RAG_BM25_K1" in by_name["bm25"]["settings"]
+    assert "RAG_OPENAI_API_KEY" in by_name["openai"]["settings"]
+    assert "RAG_REQUEST_TIMEOUT" in by_name["cohere"]["common_settings"]
+
+
+def test_availability_says_what_runs_here_and_why():
+    settings = clean_settings()
+    here = {name: f.available(settings) for name, f in FUNCTIONS.items()}
+    for name in ("default", "sentence-transformer", "splade"):
+        assert here[name] == (True, "packaged weights")
+    assert here["bm25"] == (True, "no weights: fitted on the ingested corpus")
+    for name, model in (
+        ("bge-m3", "BAAI/bge-m3"),
+        ("mgte", "Alibaba-NLP/gte-multilingual-base"),
+        ("instructor", "hkunlp/instructor-large"),
+    ):
+        available, reason = here[name]
+        assert not available and reason.startswith(f"weights missing: {model}")
+    assert here["openai"] == (False, "no API key: set RAG_OPENAI_API_KEY")
+    local = FUNCTIONS["instructor"].available(
+        clean_settings(instructor_model=resolve_model(MINILM))
+    )
+    assert local[0] and local[1].startswith("local weights")
+
+
+@pytest.mark.parametrize(
+    "values,expected",
+    [
+        ({}, ("minilm-splade", None, "sentence-transformer", "splade")),
+        ({"profile": "bge-m3"}, ("bge-m3", "bge-m3", None, None)),
+        ({"profile": "mgte"}, ("mgte", "mgte", None, None)),
+        ({"dense": "default", "sparse": "bm25"}, ("default+bm25", None, "default", "bm25")),
+        ({"profile": "openai+splade"}, ("openai+splade", None, "openai", "splade")),
+        (
+            {"dense": "sentence-transformer", "sparse": "splade"},
+            ("minilm-splade", None, "sentence-transformer", "splade"),
+        ),
+        (
+            {"profile": "bge-m3", "dense": "cohere", "sparse": "bm25"},
+            ("cohere+bm25", None, "cohere", "bm25"),
+        ),
+    ],
+)
+def test_settings_select_a_composition(values, expected):
+    chosen = resolve(clean_settings(**values))
+    assert (chosen.name, chosen.hybrid, chosen.dense, chosen.sparse) == expected
+    assert composition(chosen.name) == chosen
+
+
+@pytest.mark.parametrize(
+    "values,message",
+    [
+        ({"dense": "default"}, "give both a dense and a sparse function"),
+        ({"profile": "bm25"}, "'bm25' is a sparse function: pair it, e.g. profile 'default+bm25'"),
+        (
+            {"profile": "openai"},
+            "'openai' is a dense function: pair it, e.g. profile 'openai+bm25'",
+        ),
+        ({"dense": "bge-m3", "sparse": "bm25"}, "'bge-m3' is a hybrid function (use it alone"),
+        ({"dense": "splade", "sparse": "bm25"}, "'splade' is a sparse function (not dense)"),
+        ({"profile": "default+word2vec"}, "unknown sparse function 'word2vec'; choose one of bm25"),
+        ({"profile": "e5"}, "unknown embedder profile 'e5'; choose one of minilm-splade, bge-m3"),
+    ],
+)
+def test_impossible_compositions_are_refused_with_a_hint(values, message):
+    with pytest.raises(UnknownProfileError, match=re.escape(message)):
+        resolve(clean_settings(**values))
+
+
+def test_the_default_profile_builds_and_records_exactly_as_before(embedder):
+    legacy = {
+        "profile": "minilm-splade",
+        "dense_model": MINILM,
+        "sparse_model": "splade-tiny",
+        "dim": 384,
+        "vocab_size": 30522,
+        "schema_version": 1,
+    }  # what existing collections hold in their rag.profile property
+    record = CollectionProfile.of(embedder)
+    assert record == CollectionProfile(**legacy)
+    assert record.composition() == record and not record.fitted
+    assert asdict(record) == legacy | {"sparse_params": ""}
+    assert (type(embedder.dense).__name__, type(embedder.sparse).__name__) == (
+        "SentenceTransformerDense",
+        "SpladeSparse",
+    )
+
+
+def test_search_rebuilds_the_recorded_composition_unless_told_otherwise():
+    record = CollectionProfile("openai+bm25", "openai:text-embedding-3-large", "bm25", 3072, 9)
+    rebuilt = settings_for_record(clean_settings(), record)
+    assert resolve(rebuilt).name == "openai+bm25"
+    assert rebuilt.openai_model == "text-embedding-3-large"
+    legacy = CollectionProfile("minilm-splade", "/models/minilm", "splade-tiny", 384, 30522)
+    rebuilt = settings_for_record(clean_settings(), legacy)
+    assert (rebuilt.profile, rebuilt.dense_model, rebuilt.sparse_model) == (
+        "minilm-splade",
+        "/models/minilm",
+        "splade-tiny",
+    )
+    explicit = clean_settings(profile="bge-m3")
+    assert settings_for_record(explicit, record) is explicit
+    kept = settings_for_record(clean_settings(dense_model="other/model"), legacy)
+    assert kept.dense_model == "other/model"  # explicit: the profile check will refuse it
+
+
+def test_pymilvus_model_classes_in_use_never_install_anything():
+    """milvus_model runs `pip install` for a missing optional dependency on import; every
+    module this project imports from it finds its dependencies pinned and installed."""
+    code = (
+        "import milvus_model.utils as utils\n"
+        "def refuse(package, warn=False):\n"
+        "    raise SystemExit(f'milvus_model would pip install {package}')\n"
+        "utils.prompt_install = refuse\n"
+        "import milvus_model.sparse.bm25.bm25, milvus_model.hybrid.mgte\n"
+    )
+    result = run("-c", code, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+# ----------------------------------------------------------------- BM25
+def test_analyzer_needs_no_download(monkeypatch):
+    import nltk
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("nltk.download was called")
+
+    monkeypatch.setattr(nltk, "download", refuse)
+    analyzer = EnglishAnalyzer()
+    assert analyzer("The Running DOGS ran, über-fast! It's 2024_v2") == [
+        "run",
+        "dog",
+        "ran",
+        "über",
+        "fast",
+        "s",
+        "2024_v2",
+    ]
+    assert BM25Sparse().function.analyzer.__class__ is EnglishAnalyzer
+
+
+CORPUS = [
+    "Milvus stores dense vectors and sparse vectors.",
+    "An HNSW graph links each vector to its neighbours.",
+    "Sparse inverted index posting lists hold term weights.",
+    "Quantization shrinks vectors: product quantization splits them.",
+]
+
+
+def test_bm25_scores_are_robertsons_formula():
+    bm25 = BM25Sparse()
+    bm25.fit(CORPUS)
+    query = "sparse posting lists quantization"
+    scores = (bm25.encode_queries([query]) @ bm25.encode_documents(CORPUS).T).toarray()[0]
+
+    analyze = bm25.function.analyzer
+    documents = [analyze(text) for text in CORPUS]
+    n_docs, avgdl = len(documents), sum(map(len, documents)) / len(documents)
+    idf = {}
+    for term in {t for d in documents for t in d}:
+        n_t = sum(term in d for d in documents)
+        idf[term] = math.log((n_docs - n_t + 0.5) / (n_t + 0.5))
+    mean_idf = sum(idf.values()) / len(idf)
+    idf = {t: v if v >= 0 else 0.25 * mean_idf for t, v in idf.items()}
+
+    def expected(document: list[str]) -> float:
+        total = 0.0
+        for term in analyze(query):
+            tf = document.count(term)
+            if tf and term in idf:
+                norm = 1.5 * (1 - 0.75 + 0.75 * len(document) / avgdl)
+                total += idf[term] * tf * 2.5 / (tf + norm)
+        return total
+
+    np.testing.assert_allclose(scores, [expected(d) for d in documents], rtol=1e-5)
+    assert scores.argmax() == 2
+
+
+def test_bm25_fit_save_load_round_trip(tmp_path):
+    fitted = BM25Sparse()
+    fitted.fit(CORPUS)
+    path = tmp_path / "bm25_params.json"
+    fitted.save(str(path))
+    assert {"version", "corpus_size", "avgdl", "idf_word", "idf_value", "k1", "b"} <= set(
+        json.loads(path.read_text())
+    )
+    loaded = BM25Sparse()
+    loaded.load(str(path))
+    assert loaded.fingerprint == fitted.fingerprint and len(fitted.fingerprint) == 16
+    assert loaded.vocab_size == fitted.vocab_size
+    for encode in ("encode_documents", "encode_queries"):
+        a, b = getattr(fitted, encode)(CORPUS), getattr(loaded, encode)(CORPUS)
+        assert a.dtype == np.float32 and a.shape == (4, fitted.vocab_size)
+        np.testing.assert_array_equal(a.toarray(), b.toarray())
+    other = BM25Sparse()
+    other.fit(CORPUS[:3])
+    assert other.fingerprint != fitted.fingerprint
+
+
+def test_unfitted_bm25_refuses_unless_deferred():
+    bm25 = BM25Sparse()
+    with pytest.raises(NotFittedError):
+        bm25.encode_queries(["anything"])
+    with pytest.raises(NotFittedError):
+        bm25.encode_documents(["anything"])
+    with pytest.raises(ValueError, match="at least one text"):
+        bm25.fit([])
+    bm25.defer()
+    empty = bm25.encode_documents(["a", "b"])
+    assert empty.shape == (2, 0) and empty.nnz == 0
+    with pytest.raises(NotFittedError):
+        bm25.encode_queries(["still no parameters"])
+
+
+def test_changed_bm25_settings_make_loaded_params_stale(tmp_path):
+    fitted = BM25Sparse()
+    fitted.fit(CORPUS)
+    fitted.save(str(tmp_path / "p.json"))
+    other_k1 = BM25Sparse(k1=1.2)
+    other_k1.load(str(tmp_path / "p.json"))
+    assert "k1" in other_k1.stale() and other_k1.function.k1 == 1.5
+    other_k1.fit(CORPUS)
+    assert other_k1.stale() is None and other_k1.function.k1 == 1.2
+    assert other_k1.fingerprint != fitted.fingerprint
+
+
+# ----------------------------------------------------------------- BM25 beside a collection
+@pytest.fixture(scope="module")
+def bm25_db(tmp_path_factory, embedder):
+    """A Lite db holding three real pages ingested with ``default+bm25``; yields
+    ``(uri, fit report, stored chunk count)``."""
+    uri = str(tmp_path_factory.mktemp("bm25") / "milvus.db")
+    pages = [PAGES / "flat.md", PAGES / "ivf-flat.md", PAGES / "ivf-sq8.md"]
+    bm25_embedder = default_bm25(embedder)
+    store = MilvusStore.open(uri, "docs", CollectionProfile.of(bm25_embedder))
+    _, refitted = ingest(store, bm25_embedder, pages)
+    count = store.count_chunks()
+    store.close()
+    return uri, refitted, count
+
+
+def test_first_ingest_fits_bm25_and_records_it_beside_the_collection(bm25_db, embedder):
+    uri, refitted, count = bm25_db
+    assert refitted.reason == "first fit" and refitted.chunks == count > 20
+    store = MilvusStore.open(uri, "docs")
+    try:
+        assert read_state(store).fitted_chunks == count
+        profile = store.profile
+        assert (profile.profile, profile.sparse_model, profile.vocab_size) == (
+            "default+bm25",
+            "bm25",
+            refitted.vocab_size,
+        )
+        assert profile.sparse_params == refitted.fingerprint
+        assert store.client.has_collection("docs__sparse_params")
+        query_side = default_bm25(embedder)
+        load_params(store, query_side)
+        assert query_side.sparse.fingerprint == refitted.fingerprint
+        assert store.read_params(refitted.fingerprint) == params_text(query_side.sparse)
+    finally:
+        store.close()
+
+
+def test_queries_use_the_collections_params(bm25_db, embedder):
+    uri, refitted, _ = bm25_db
+    retriever = Retriever.from_settings(clean_settings(milvus_uri=uri), default_bm25(embedder))
+    try:
+        assert retriever.embedder.sparse.fingerprint == refitted.fingerprint
+        question = "How does IVF_SQ8 scalar quantization compress vectors?"
+        assert top_pages(retriever.search(question, top_k=3, mode=SearchMode.SPARSE))[0] == (
+            "ivf-sq8.md"
+        )
+        assert "flat.md" in top_pages(
+            retriever.search("brute-force exact FLAT index", top_k=3, mode=SearchMode.SPARSE)
+        )
+        assert len(retriever.search(question, top_k=5)) == 5  # hybrid: MiniLM + BM25
+    finally:
+        retriever.store.close()
+
+
+def test_a_query_side_with_other_params_is_refused(bm25_db, embedder):
+    uri, _, _ = bm25_db
+    other = default_bm25(embedder)
+    other.sparse.fit(CORPUS)
+    with pytest.raises(ProfileMismatchError, match="--refit-bm25") as error:
+        MilvusStore.open(uri, "docs", CollectionProfile.of(other))
+    assert other.sparse.fingerprint in str(error.value)
+
+
+def test_changing_the_profile_of_a_collection_is_refused_with_the_way_out(bm25_db, embedder):
+    uri, _, _ = bm25_db
+    with pytest.raises(ProfileMismatchError) as error:
+        MilvusStore.open(uri, "docs", CollectionProfile.of(embedder))
+    message = " ".join(str(error.value).split())
+    assert "default+bm25" in message and "minilm-splade" in message
+    assert "--reset" in message and "--collection" in message and "--dense" in message
+    # Search names another profile: refused before its models (absent here) would load.
+    with pytest.raises(ProfileMismatchError, match="ask for profile 'bge-m3'.*--reset"):
+        Retriever.from_settings(clean_settings(milvus_uri=uri, profile="bge-m3"))
+
+
+@pytest.fixture
+def small_docs(tmp_path) -> Path:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for name in ("flat.md", "ivf-flat.md"):
+        shutil.copy(PAGES / name, folder / name)
+    return folder
+
+
+def test_refit_policy_follows_corpus_drift(tmp_path, small_docs, embedder):
+    bm25_embedder = default_bm25(embedder)
+    store = MilvusStore.open(
+        str(tmp_path / "drift.db"), "docs", CollectionProfile.of(bm25_embedder)
+    )
+    try:
+        _, first = ingest(store, bm25_embedder, [small_docs / "flat.md"])
+        assert first.reason == "first fit"
+        vocab = bm25_embedder.sparse.vocab_size
+        assert not bm25_embedder.sparse.encode_queries(["nprobe"]).nnz  # not in flat.md
+
+        # A new file is encoded with the recorded params; under the drift limit: no refit.
+        report, refitted = ingest(store, bm25_embedder, small_docs.iterdir(), drift=100.0)
+        assert refitted is None and report.count(Status.ADDED) == 1
+        assert read_state(store).changed_chunks == report.chunks_written
+        assert bm25_embedder.sparse.vocab_size == vocab
+
+        # The same run's changes over 20% of the fitted chunks: the next ingest refits.
+        report, refitted = ingest(store, bm25_embedder, small_docs.iterdir())
+        assert report.chunks_written == 0 and "chunks written or deleted" in refitted.reason
+        assert refitted.chunks == store.count_chunks() and bm25_embedder.sparse.vocab_size > vocab
+        assert read_state(store).changed_chunks == 0
+        retriever = Retriever(store, bm25_embedder)
+        hits = retriever.search("nprobe", top_k=1, mode=SearchMode.SPARSE)
+        assert top_pages(hits) == ["ivf-flat.md"]
+
+        # Asked for: refit whatever the drift; the same corpus gives the same params.
+        _, forced = ingest(store, bm25_embedder, small_docs.iterdir(), refit=True)
+        assert forced.reason == "asked with --refit-bm25"
+        assert forced.fingerprint == refitted.fingerprint
+    finally:
+        store.close()
+
+
+def test_an_interrupted_refit_blocks_queries_until_the_next_ingest(tmp_path, small_docs, embedder):
+    bm25_embedder = default_bm25(embedder)
+    uri = str(tmp_path / "interrupted.db")
+    store = MilvusStore.open(uri, "docs", CollectionProfile.of(bm25_embedder))
+    try:
+        _, first = ingest(store, bm25_embedder, small_docs.iterdir())
+        state = json.dumps({"fitted_chunks": 1, "changed_chunks": 0, "refitting": "0" * 16})
+        store.write_properties({FIT_STATE_PROPERTY: state})
+        with pytest.raises(SparseParamsError, match="refit is running or was interrupted"):
+            Retriever(store, default_bm25(embedder)).search("nprobe")
+        _, finished = ingest(store, default_bm25(embedder), small_docs.iterdir())
+        assert finished.reason == "finishing an interrupted refit"
+        assert finished.fingerprint == first.fingerprint and not read_state(store).refitting
+        assert Retriever(store, default_bm25(embedder)).search("nprobe", top_k=1)
+    finally:
+        store.close()
+
+
+def test_queries_follow_a_refit_made_elsewhere(tmp_path, small_docs, embedder):
+    uri = str(tmp_path / "follow.db")
+    writer_embedder = default_bm25(embedder)
+    writer = MilvusStore.open(uri, "docs", CollectionProfile.of(writer_embedder))
+    try:
+        ingest(writer, writer_embedder, [small_docs / "flat.md"])
+        reader = Retriever(MilvusStore.open(uri, "docs"), default_bm25(embedder))
+        assert reader.search("nprobe", top_k=3, mode=SearchMode.SPARSE) == []  # unknown term
+        _, refitted = ingest(writer, writer_embedder, small_docs.iterdir(), refit=True)
+        hits = reader.search("nprobe", top_k=3, mode=SearchMode.SPARSE)
+        assert reader.embedder.sparse.fingerprint == refitted.fingerprint
+        assert top_pages(hits)[0] == "ivf-flat.md"
+        reader.store.close()
+    finally:
+        writer.close()
+
+
+def test_lost_params_or_changed_settings_lead_to_a_refit(tmp_path, small_docs, embedder):
+    uri = str(tmp_path / "lost.db")
+    bm25_embedder = default_bm25(embedder)
+    store = MilvusStore.open(uri, "docs", CollectionProfile.of(bm25_embedder))
+    try:
+        ingest(store, bm25_embedder, small_docs.iterdir())
+        store.client.drop_collection(store.params_collection)
+        with pytest.raises(SparseParamsError, match="missing.*--refit-bm25"):
+            load_params(store, default_bm25(embedder))
+        _, refitted = ingest(store, default_bm25(embedder), small_docs.iterdir())
+        assert refitted.reason == "stored parameters unusable"
+        _, refitted = ingest(store, default_bm25(embedder, k1=1.2), small_docs.iterdir())
+        assert refitted.reason.startswith("BM25 settings changed")
+        assert json.loads(params_text(store_params(store)))["k1"] == 1.2
+    finally:
+        store.close()
+
+
+def store_params(store: MilvusStore) -> BM25Sparse:
+    """The BM25 parameters the collection records."""
+    bm25 = BM25Sparse()
+    load_params_text(bm25, store.read_params(store.profile.sparse_params))
+    return bm25
+
+
+# ----------------------------------------------------------------- end to end, other functions
+def test_build_embedder_composes_the_functions(embedder):
+    built = build_embedder(clean_settings(dense="default", sparse="bm25"))
+    assert built.profile == "default+bm25" and built.dense_name == MINILM
+    assert type(built.sparse) is BM25Sparse and built.vocab_size == 0
+    assert CollectionProfile.of(built) == CollectionProfile.of(default_bm25(embedder))
+    spans = built.tokenizer.token_spans("Hybrid search")
+    assert spans == embedder.tokenizer.token_spans("Hybrid search")
+
+
+def test_default_with_splade_runs_end_to_end(tmp_path, small_docs, embedder):
+    composed = DenseSparseEmbedder(
+        "default+splade", embedder.dense, embedder.sparse, embedder.tokenizer, 512
+    )
+    store = MilvusStore.open(str(tmp_path / "ds.db"), "docs", CollectionProfile.of(composed))
+    try:
+        ingest(store, composed, small_docs.iterdir())
+        assert store.profile.profile == "default+splade" and store.profile.vocab_size == 30522
+        hits = Retriever(store, composed).search("nprobe clusters IVF_FLAT", top_k=3)
+        assert top_pages(hits)[0] == "ivf-flat.md"
+    finally:
+        store.close()
+
+
+def test_instructor_keeps_the_instruction_out_of_the_pooling():
+    """Instructor has no packaged weights: its code path runs on the packaged MiniLM, a
+    stand-in sentence-transformers model (the vectors mean nothing for INSTRUCTOR)."""
+    from rag.embedders.instructor import InstructorDense
+
+    model = resolve_model(MINILM)
+    instructor = InstructorDense(model, max_length=128)
+    text = ["HNSW builds a layered graph."]
+    document, query = instructor.encode_documents(text), instructor.encode_queries(text)
+    assert document.shape == (1, 384) and document.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(document), 1.0, rtol=1e-5)
+    assert float(document[0] @ query[0]) < 0.9999  # the instruction matters
+
+    pooled = instructor.model.encode(
+        text, prompt=instructor.document_instruction, output_value="token_embeddings"
+    )[0]
+    prompt = instructor.model.tokenizer(instructor.document_instruction)["input_ids"]
+    prompt_tokens = len(prompt) - 1  # [CLS] and the instruction, not its [SEP]
+    expected = pooled[prompt_tokens:].mean(0).numpy()
+    np.testing.assert_allclose(document[0], expected / np.linalg.norm(expected), atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def tiny_mgte_dir(tmp_path_factory) -> Path:
+    return build_tiny_mgte(tmp_path_factory.mktemp("tiny-mgte"))
+
+
+def test_mgte_runs_through_pymilvus_class_end_to_end(tmp_path, small_docs, tiny_mgte_dir):
+    """mGTE has no packaged weights: a tiny random-weight model with the checkpoint's layout
+    (remote code, one-logit token head) runs pymilvus' MGTEEmbeddingFunction for real; the
+    vectors mean nothing."""
+    settings = clean_settings(profile="mgte", mgte_model=str(tiny_mgte_dir), max_length=128)
+    assert FUNCTIONS["mgte"].available(settings)[0]
+    mgte = build_embedder(settings)
+    assert (mgte.profile, mgte.dim, mgte.vocab_size) == ("mgte", 32, 30522)
+    out = mgte.encode_documents(["Milvus stores vectors.", "[CLS] and [SEP] stay out."])
+    np.testing.assert_allclose(np.linalg.norm(out.dense, axis=1), 1.0, rtol=1e-5)
+    assert out.sparse.nnz > 4 and not {0, 101, 102} & set(out.sparse.indices.tolist())
+
+    store = MilvusStore.open(str(tmp_path / "mgte.db"), "docs", CollectionProfile.of(mgte))
+    try:
+        report, refitted = ingest(store, mgte, small_docs.iterdir())
+        assert refitted is None and report.chunks_written == store.count_chunks() > 0
+        assert len(Retriever(store, mgte).search("nprobe", top_k=3)) == 3
+    finally:
+        store.close()
+
+
+# ----------------------------------------------------------------- CLIs
+def cli_env() -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
+    # COLUMNS: rich wraps tables to the terminal width, 80 columns without a terminal.
+    offline = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "COLUMNS": "200"}
+    return env | offline | {"RAG_NUM_THREADS": "1"}
+
+
+def run(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=cli_env(),
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_cli_lists_the_embedding_functions():
+    result = run("-m", "rag", "embedders", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert {row["name"]: (row["type"], row["access"]) for row in rows} == OVERVIEW
+    table = run("-m", "rag", "embedders")
+    text = " ".join(table.stdout.split())
+    assert "Current profile: minilm-splade" in text and "RAG_DENSE=default RAG_SPARSE=bm25" in text
+    assert "no API key: set RAG_VOYAGE_API_KEY" in text
+
+
+@pytest.mark.slow
+def test_cli_ingests_with_a_composition_and_search_reuses_it(tmp_path, small_docs):
+    db = str(tmp_path / "cli.db")
+    ingest_args = (
+        "-m",
+        "ingest",
+        str(small_docs),
+        "--db",
+        db,
+        "--dense",
+        "default",
+        "--sparse",
+        "bm25",
+    )
+    first = run(*ingest_args)
+    assert first.returncode == 0, first.stderr
+    assert "files: 2 added" in first.stdout and "BM25 refitted (first fit)" in first.stdout
+
+    search = run(
+        "-m",
+        "rag",
+        "search",
+        "nprobe clusters",
+        "--db",
+        db,
+        "--mode",
+        "sparse",
+        "--json",
+        "--top-k",
+        "3",
+    )
+    assert search.returncode == 0, search.stderr
+    assert Path(json.loads(search.stdout)[0]["source"]).name == "ivf-flat.md"
+
+    again = run(*ingest_args, "--refit-bm25")
+    assert again.returncode == 0, again.stderr
+    assert (
+        "2 unchanged" in again.stdout and "BM25 refitted (asked with --refit-bm25)" in again.stdout
+    )
+
+
+@pytest.mark.slow
+def test_eval_compares_profiles(tmp_path):
+    xquad = SHARED_DATA / "multilingual" / "xquad_r" / "en"
+    dataset = tmp_path / "xquad_en_small"
+    (dataset / "qrels").mkdir(parents=True)
+    corpus = (xquad / "corpus.jsonl").read_text(encoding="utf-8").splitlines()[:24]
+    (dataset / "corpus.jsonl").write_text("\n".join(corpus) + "\n", encoding="utf-8")
+    kept = {json.loads(line)["_id"] for line in corpus}
+    (dataset / "queries.jsonl").write_bytes((xquad / "queries.jsonl").read_bytes())
+    qrels = (xquad / "qrels" / "test.tsv").read_text(encoding="utf-8").splitlines()
+    rows = [qrels[0], *(row for row in qrels[1:] if row.split("\t")[1] in kept)]
+    (dataset / "qrels" / "test.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+
+    result = run(
+        "-m",
+        "rag.eval",
+        str(dataset),
+        "--db",
+        str(tmp_path / "eval.db"),
+        "--profile",
+        "minilm-splade",
+        "--profile",
+        "default+bm25",
+        "--mode",
+        "sparse",
+        "--mode",
+        "hybrid-rrf",
+        "--limit-queries",
+        "10",
+        "--json",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    scored = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(r["profile"], r["mode"]) for r in scored] == [
+        ("minilm-splade", "sparse"),
+        ("minilm-splade", "hybrid-rrf"),
+        ("default+bm25", "sparse"),
+        ("default+bm25", "hybrid-rrf"),
+    ]
+    assert scored[0]["collection"] != scored[2]["collection"]
+    by = {(r["profile"], r["mode"]): r["ndcg@10"] for r in scored}
+    assert by[("default+bm25", "sparse")] >= 0.7  # XQuAD-R questions reuse their paragraph's words
+    assert "BM25 refitted (first fit)" in " ".join(result.stderr.split())

@@ -24,8 +24,10 @@ from rich.progress import (
 from rich.table import Table
 
 from rag.chunking import Chunker
-from rag.embedders import build_embedder
-from rag.eval.beir import BeirDataset, DatasetError
+from rag.embedders import Composition, UnknownProfileError, build_embedder
+from rag.embedders.fitting import after_ingest, prepare_ingest
+from rag.embedders.registry import composition, resolve
+from rag.eval.beir import BeirDataset, DatasetError, Qrels
 from rag.eval.metrics import METRIC_NAMES
 from rag.eval.runner import (
     DEFAULT_TOP_K,
@@ -36,6 +38,7 @@ from rag.eval.runner import (
     ingest_documents,
     run_mode,
 )
+from rag.http import APIError
 from rag.retriever import Retriever
 from rag.settings import PROJECT_ROOT, Settings
 from rag.store import CollectionProfile, MilvusStore, StoreError
@@ -123,7 +126,15 @@ def main(
     mode: Annotated[
         list[EvalMode] | None, typer.Option(help="Mode to score (repeatable; default all).")
     ] = None,
-    profile: Annotated[str | None, typer.Option(help="Embedder profile.")] = None,
+    profile: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Embedder profile (repeatable: profiles are compared; a hybrid function or "
+            "DENSE+SPARSE also works, see python -m rag embedders)."
+        ),
+    ] = None,
+    dense: Annotated[str | None, typer.Option(help="Dense function (with --sparse).")] = None,
+    sparse: Annotated[str | None, typer.Option(help="Sparse function (with --dense).")] = None,
     limit_queries: Annotated[
         int | None, typer.Option("--limit-queries", min=1, help="Score the first N queries.")
     ] = None,
@@ -143,12 +154,13 @@ def main(
     batch_size: Annotated[int | None, typer.Option(help="Texts per model forward pass.")] = None,
 ) -> None:
     """Ingest the corpus (once per corpus × profile × chunking), run every judged query in
-    each mode and report nDCG@10, Recall@10, Recall@100 and MRR@10.
+    each mode and report nDCG@10, Recall@10, Recall@100 and MRR@10, for each profile.
 
-    Exit code 2 when the dataset or the store cannot be used.
+    Exit code 2 when the dataset, a profile or the store cannot be used.
     """
     overrides = {
-        "profile": profile,
+        "dense": dense,
+        "sparse": sparse,
         "chunk_size": chunk_size,
         "chunk_overlap": chunk_overlap,
         "rrf_k": rrf_k,
@@ -159,26 +171,56 @@ def main(
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
     modes = list(dict.fromkeys(mode or list(EvalMode)))
     try:
+        compositions = [resolve(settings)] if dense or sparse or not profile else []
+        compositions += [composition(name) for name in profile or []]
         dataset = BeirDataset.open(dataset_dir, split)
         queries, qrels = dataset.judged_queries(limit_queries)
-    except DatasetError as error:
+    except (DatasetError, UnknownProfileError) as error:
         err.print(f"[red]error[/red] {error}", highlight=False)
         raise typer.Exit(2) from None
     if not queries:
         err.print(f"[red]error[/red] no judged queries in {dataset.name} {split}")
         raise typer.Exit(2)
 
-    with err.status(f"loading embedder profile {settings.profile}…"):
-        embedder = build_embedder(settings)
+    results = []
+    for chosen in dict.fromkeys(compositions):
+        rows = _evaluate(
+            settings, chosen, dataset, queries, qrels, modes, db or str(DEFAULT_EVAL_DB), top_k
+        )
+        for row in rows:
+            if as_json:
+                print(json.dumps(row), flush=True)
+        results.extend(rows)
+    if not as_json:
+        _print_table(results)
+
+
+def _evaluate(
+    settings: Settings,
+    chosen: Composition,
+    dataset: BeirDataset,
+    queries: dict[str, str],
+    qrels: Qrels,
+    modes: list[EvalMode],
+    uri: str,
+    top_k: int,
+) -> list[dict]:
+    """Ingest the corpus for one profile (reusing its collection) and score every mode."""
+    try:
+        with err.status(f"loading embedder profile {chosen.name}…"):
+            embedder = build_embedder(settings, chosen)
+    except (UnknownProfileError, APIError, OSError) as error:
+        err.print(f"[red]error[/red] {error}", highlight=False)
+        raise typer.Exit(2) from None
     chunker = Chunker(embedder.tokenizer, settings.chunk_size, settings.chunk_overlap)
     chunking = ChunkingConfig(chunker.signature, settings.max_length)
-    profile_record = CollectionProfile.of(embedder)
-    name = collection_name(dataset, dataset.corpus_hash(), profile_record, chunking)
-    uri = db or str(DEFAULT_EVAL_DB)
     token = settings.milvus_token.get_secret_value() if settings.milvus_token else None
     try:
+        profile_record = CollectionProfile.of(embedder)
+        name = collection_name(dataset, dataset.corpus_hash(), profile_record, chunking)
         store = MilvusStore.open(uri, name, profile_record, token=token)
-    except StoreError as error:
+        prepare_ingest(store, embedder)
+    except (StoreError, APIError) as error:
         err.print(f"[red]error[/red] {error}", highlight=False)
         raise typer.Exit(2) from None
 
@@ -192,6 +234,9 @@ def main(
             progress.update(task, done, f"{chunks} chunks {rate}")
 
         stats = ingest_documents(store, embedder, chunker, documents, on_documents=on_documents)
+    refitted = after_ingest(store, embedder, drift=settings.bm25_refit_drift)
+    if refitted is not None:
+        err.print(refitted.describe(), highlight=False)
     n_chunks = store.count_chunks()
     err.print(
         f"collection {name}: {n_chunks} chunks of {len(documents)} documents "
@@ -209,7 +254,7 @@ def main(
         encode_seconds = time.perf_counter() - started
     retriever = Retriever(store, query_embedder, candidates=top_k)
 
-    results = []
+    rows = []
     with _Progress() as progress:
         for eval_mode in modes:
             task = progress.add(f"{eval_mode.value:>15}", len(queries))
@@ -224,46 +269,46 @@ def main(
                 on_query=lambda task=task: progress.update(task),
             )
             progress.update(task, len(queries), f"nDCG@10 {result.scores['ndcg@10']:.3f}")
-            row = {
-                "dataset": dataset.name,
-                "split": split,
-                "mode": eval_mode.value,
-                "profile": settings.profile,
-                **{k: round(result.scores[k], 4) for k in METRIC_NAMES},
-                "n_queries": result.n_queries,
-                "seconds": round(result.seconds, 2),
-                "collection": name,
-                "chunks": n_chunks,
-                "chunk_size": settings.chunk_size,
-                "chunk_overlap": settings.chunk_overlap,
-                "top_k": top_k,
-                "rrf_k": settings.rrf_k,
-                "weights": list(settings.weights),
-                "query_encode_seconds": round(encode_seconds, 2),
-                "ingest_seconds": round(stats.seconds, 1),
-                "chunks_written": stats.chunks_written,
-                "ingest_chunks_per_s": round(stats.chunks_per_second, 1),
-                "threads": settings.num_threads,
-            }
-            results.append(row)
-            if as_json:
-                print(json.dumps(row), flush=True)
+            rows.append(
+                {
+                    "dataset": dataset.name,
+                    "split": dataset.split,
+                    "mode": eval_mode.value,
+                    "profile": embedder.profile,
+                    **{k: round(result.scores[k], 4) for k in METRIC_NAMES},
+                    "n_queries": result.n_queries,
+                    "seconds": round(result.seconds, 2),
+                    "collection": name,
+                    "chunks": n_chunks,
+                    "chunk_size": settings.chunk_size,
+                    "chunk_overlap": settings.chunk_overlap,
+                    "top_k": top_k,
+                    "rrf_k": settings.rrf_k,
+                    "weights": list(settings.weights),
+                    "query_encode_seconds": round(encode_seconds, 2),
+                    "ingest_seconds": round(stats.seconds, 1),
+                    "chunks_written": stats.chunks_written,
+                    "ingest_chunks_per_s": round(stats.chunks_per_second, 1),
+                    "threads": settings.num_threads,
+                }
+            )
     store.close()
-    if not as_json:
-        _print_table(results)
+    return rows
 
 
 def _print_table(rows: list[dict]) -> None:
     first = rows[0]
-    table = Table(
-        title=f"{first['dataset']} ({first['split']}, {first['n_queries']} queries, "
-        f"profile {first['profile']})"
-    )
-    for column in ("mode", *METRIC_NAMES, "seconds"):
-        table.add_column(column, justify="left" if column == "mode" else "right")
+    profiles = list(dict.fromkeys(row["profile"] for row in rows))
+    title = f"{first['dataset']} ({first['split']}, {first['n_queries']} queries"
+    table = Table(title=title + (f", profile {profiles[0]})" if len(profiles) == 1 else ")"))
+    labels = ("profile", "mode") if len(profiles) > 1 else ("mode",)
+    for column in (*labels, *METRIC_NAMES, "seconds"):
+        table.add_column(column, justify="left" if column in labels else "right")
     for row in rows:
         table.add_row(
-            row["mode"], *(f"{row[k]:.4f}" for k in METRIC_NAMES), f"{row['seconds']:.1f}"
+            *(row[label] for label in labels),
+            *(f"{row[k]:.4f}" for k in METRIC_NAMES),
+            f"{row['seconds']:.1f}",
         )
     Console(file=sys.stdout).print(table)
 

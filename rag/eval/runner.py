@@ -80,13 +80,17 @@ def collection_name(
 ) -> str:
     """``eval_<dataset>_<profile>_<hash>``: one collection per corpus × profile × chunking.
 
-    The hash (10 hex) covers the corpus bytes, the full embedder profile record, the
-    chunking and :data:`INGEST_RECIPE`; the readable parts are for people only.
+    The hash (10 hex) covers the corpus bytes, the embedder profile record (without fitted
+    sparse parameters, which follow from the corpus), the chunking and
+    :data:`INGEST_RECIPE`; the readable parts are for people only.
     """
+    # Fitted state (BM25's parameters) is left out: it follows from the corpus.
+    record = asdict(profile.composition())
+    record.pop("sparse_params")
     key = json.dumps(
         {
             "corpus": corpus_hash,
-            "profile": asdict(profile),
+            "profile": record,
             "chunking": asdict(chunking),
             "recipe": INGEST_RECIPE,
         },
@@ -204,6 +208,10 @@ def ingest_documents(
                 on_documents(done, stats.chunks_written)
         if pending is not None:
             pending.result()
+    # Milvus Lite keeps new rows in an in-memory table that every search copies row by row
+    # (seconds per query at 10k chunks) until it is flushed to a segment; flush once here.
+    for name in (store.collection, store.files_collection):
+        store.client.flush(name)
     stats.seconds = time.perf_counter() - started
     return stats
 

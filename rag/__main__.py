@@ -20,7 +20,7 @@ from rag.llm_server import DEFAULT_MODEL as DEFAULT_LLM
 from rag.llm_server import serve as serve_llm_forever
 from rag.rerankers import RERANKERS, RerankError, build_reranker
 from rag.retriever import Retriever
-from rag.settings import Fusion, SearchMode, Settings
+from rag.settings import Fusion, SearchMode, Settings, parse_weights
 from rag.store import StoreError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -31,13 +31,10 @@ RERANK_FIELDS = ("rerank_score", "fused_rank")
 
 
 def _weights(value: str | None) -> tuple[float, float] | None:
-    if value is None:
-        return None
     try:
-        dense, sparse = (float(part) for part in value.split(","))
-    except ValueError:
-        raise typer.BadParameter("expected two numbers: W_DENSE,W_SPARSE") from None
-    return dense, sparse
+        return parse_weights(value)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
 
 
 @app.callback()

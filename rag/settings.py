@@ -149,6 +149,21 @@ class Settings(BaseSettings):
         return self
 
 
+def parse_weights(value: str | None) -> tuple[float, float] | None:
+    """``"W_DENSE,W_SPARSE"`` (as the CLIs take it) as a pair of floats; ``None`` stays None.
+
+    Raises:
+        ValueError: not two comma-separated numbers.
+    """
+    if value is None:
+        return None
+    try:
+        dense, sparse = (float(part) for part in value.split(","))
+    except ValueError:
+        raise ValueError("expected two numbers: W_DENSE,W_SPARSE") from None
+    return dense, sparse
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings, read once from the environment and `.env`."""

@@ -40,7 +40,7 @@ from rag.eval.runner import (
 )
 from rag.http import APIError
 from rag.retriever import Retriever
-from rag.settings import PROJECT_ROOT, Settings
+from rag.settings import PROJECT_ROOT, Settings, parse_weights
 from rag.store import CollectionProfile, MilvusStore, StoreError
 
 DEFAULT_EVAL_DB = PROJECT_ROOT / "data" / "eval.db"
@@ -50,13 +50,10 @@ err = Console(stderr=True)
 
 
 def _weights(value: str | None) -> tuple[float, float] | None:
-    if value is None:
-        return None
     try:
-        dense, sparse = (float(part) for part in value.split(","))
-    except ValueError:
-        raise typer.BadParameter("expected two numbers: W_DENSE,W_SPARSE") from None
-    return dense, sparse
+        return parse_weights(value)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
 
 
 class _Progress:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import SHARED_DATA
+from cross_encoder_fixture import build_tiny_cross_encoder
 
 from rag.eval.beir import BeirDataset, DatasetError, corpus_document, dataset_name
 from rag.eval.metrics import METRIC_NAMES, collapse_to_documents, mean_scores, per_query
@@ -213,3 +214,26 @@ def test_cli_runs_a_real_eval_end_to_end(tmp_path):
     assert again[0]["chunks_written"] == 0
     assert again[0]["collection"] == rows[0]["collection"]
     assert again[0]["n_queries"] == 5
+
+
+@pytest.mark.slow
+def test_rerank_rows_rerank_the_same_candidates(tmp_path):
+    dataset = _half_of_xquad_en(tmp_path / "xquad_r_en_half")
+    model = str(build_tiny_cross_encoder(tmp_path / "tiny-cross-encoder"))
+    common = (str(dataset), "--split", "test", "--limit-queries", "12", "--db",
+              str(tmp_path / "eval.db"), "--mode", "hybrid-rrf", "--rerank", "cross-encoder",
+              "--reranker-model", model)  # fmt: skip
+    rows = _eval_cli(*common, "--rerank-depth", "20")
+    assert [row["mode"] for row in rows] == ["hybrid-rrf", "hybrid-rrf+rerank"]
+    base, reranked = rows
+    assert (base["reranker"], reranked["reranker"]) == (None, "cross-encoder")
+    assert reranked["rerank_depth"] == 20
+    # Only the first 20 chunks are reordered: the 100 documents are the same candidates.
+    assert reranked["recall@100"] == base["recall@100"]
+    # The fixture's random scores reorder the head, so the top-10 metrics move.
+    assert reranked["ndcg@10"] != base["ndcg@10"]
+
+    # Reranking a single chunk changes nothing.
+    again = _eval_cli(*common, "--rerank-depth", "1")
+    assert again[1]["ndcg@10"] == again[0]["ndcg@10"] == base["ndcg@10"]
+    assert again[1]["mrr@10"] == again[0]["mrr@10"]

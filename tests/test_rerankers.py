@@ -22,10 +22,10 @@ import numpy as np
 import pytest
 import torch
 from bge_m3_fixture import SEED, build_tiny_bge_m3
+from cross_encoder_fixture import build_tiny_cross_encoder
 
 from rag.chunking import embedding_text
 from rag.embedders.bge_m3 import BGEM3Embedder
-from rag.embedders.packaged import resolve_model
 from rag.http import retry_after_seconds
 from rag.rerankers import (
     RERANKERS,
@@ -154,8 +154,14 @@ def test_apply_scores_rejects_bad_input():
 def test_passage_text_is_the_embedded_text():
     hit = make_hits(["Body text."], title="HNSW", heading="Index building > Parameters")[0]
     chunk = Chunk(
-        chunk_id=hit.chunk_id, source=hit.source, title=hit.title, heading=hit.heading,
-        chunk_index=hit.chunk_index, page=hit.page, text=hit.text, file_hash="0" * 64,
+        chunk_id=hit.chunk_id,
+        source=hit.source,
+        title=hit.title,
+        heading=hit.heading,
+        chunk_index=hit.chunk_index,
+        page=hit.page,
+        text=hit.text,
+        file_hash="0" * 64,
     )
     assert passage_text(hit) == embedding_text(chunk)
     assert passage_text(hit) == "HNSW > Index building > Parameters\n\nBody text."
@@ -174,39 +180,14 @@ def test_registry_and_build(settings):
 # ----------------------------------------------------------------- CrossEncoder
 @pytest.fixture(scope="session")
 def cross_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Test fixture, not a model: a 2-layer BERT sequence classifier with one label and
-    seeded random weights (it ranks nothing meaningfully), with the packaged
-    all-MiniLM-L6-v2 tokenizer, saved as a CrossEncoder model directory (~4 MB)."""
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-    directory = tmp_path_factory.mktemp("tiny-cross-encoder")
-    tokenizer = AutoTokenizer.from_pretrained(
-        resolve_model("sentence-transformers/all-MiniLM-L6-v2")
-    )
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=512,
-        num_labels=1,
-        initializer_range=0.5,  # BERT's 0.02 gives nearly equal scores to every pair
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(SEED)
-        BertForSequenceClassification(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
+    return build_tiny_cross_encoder(tmp_path_factory.mktemp("tiny-cross-encoder"))
 
 
 @pytest.fixture(scope="session")
 def cross_encoder(cross_encoder_dir: Path) -> CrossEncoderReranker:
     """Built from settings, as the CLI builds it."""
     reranker = build_reranker(
-        make_settings(
-            reranker="cross-encoder", reranker_model=str(cross_encoder_dir), batch_size=4
-        )
+        make_settings(reranker="cross-encoder", reranker_model=str(cross_encoder_dir), batch_size=4)
     )
     assert isinstance(reranker, CrossEncoderReranker)
     assert reranker.model_name == str(cross_encoder_dir)
@@ -263,7 +244,6 @@ def test_cross_encoder_truncates_long_passages(cross_encoder, cross_encoder_dir)
         assert model.preprocess(pair)["input_ids"].shape == (1, tokens)
 
 
-
 # ----------------------------------------------------------------- BGE reranker
 @pytest.fixture(scope="session")
 def tiny_bge_m3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -314,7 +294,6 @@ def test_bge_reranker_scores_are_the_models_logits(bge_reranker_dir):
     assert [h.chunk_id for h in reranker.rerank(QUERY, hits, top_k=2)] == [
         h.chunk_id for h in out[:2]
     ]
-
 
 
 # ----------------------------------------------------------------- BGE-M3 multi-vector
@@ -631,22 +610,66 @@ def test_cli_rerank_json(ingested, cross_encoder_dir, reference_cross_encoder):
         "HF_HUB_OFFLINE": "1",
     }
     result = subprocess.run(
-        [sys.executable, "-m", "rag", "search", QUERY, "--db", uri, "--collection", collection,
-         "--json", "--top-k", "3", "--rerank", "cross-encoder"],
-        capture_output=True, text=True, cwd=REPO, env=env, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "rag",
+            "search",
+            QUERY,
+            "--db",
+            uri,
+            "--collection",
+            collection,
+            "--json",
+            "--top-k",
+            "3",
+            "--rerank",
+            "cross-encoder",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr
     hits = json.loads(result.stdout)
-    assert set(hits[0]) == {"rank", "score", "chunk_id", "source", "title", "heading", "page",
-                            "text", "rerank_score", "fused_rank"}
+    assert set(hits[0]) == {
+        "rank",
+        "score",
+        "chunk_id",
+        "source",
+        "title",
+        "heading",
+        "page",
+        "text",
+        "rerank_score",
+        "fused_rank",
+    }
     assert [h["rank"] for h in hits] == [1, 2, 3]
     scores = [h["rerank_score"] for h in hits]
     assert scores == sorted(scores, reverse=True)
     assert all(1 <= h["fused_rank"] <= 8 for h in hits)
     assert max(h["fused_rank"] for h in hits) > 3  # candidates beyond top_k were reranked
-    texts = [passage_text(Hit(**{k: h[k] for k in ("rank", "score", "chunk_id", "source",
-                                                      "title", "heading", "page", "text")}))
-             for h in hits]
+    texts = [
+        passage_text(
+            Hit(
+                **{
+                    k: h[k]
+                    for k in (
+                        "rank",
+                        "score",
+                        "chunk_id",
+                        "source",
+                        "title",
+                        "heading",
+                        "page",
+                        "text",
+                    )
+                }
+            )
+        )
+        for h in hits
+    ]
     expected = reference_cross_encoder.predict([(QUERY, t) for t in texts])
     assert scores == pytest.approx(expected.tolist(), rel=1e-4, abs=1e-6)
-

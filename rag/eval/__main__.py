@@ -39,6 +39,7 @@ from rag.eval.runner import (
     run_mode,
 )
 from rag.http import APIError
+from rag.rerankers import RERANKERS, RerankError, UnknownRerankerError, build_reranker
 from rag.retriever import Retriever
 from rag.settings import PROJECT_ROOT, Settings, parse_weights
 from rag.store import CollectionProfile, MilvusStore, StoreError
@@ -149,9 +150,24 @@ def main(
         int | None, typer.Option(min=1, help="Torch threads (default RAG_NUM_THREADS).")
     ] = None,
     batch_size: Annotated[int | None, typer.Option(help="Texts per model forward pass.")] = None,
+    rerank: Annotated[
+        str | None,
+        typer.Option(
+            "--rerank",
+            help=f"Also score each mode reranked ('MODE+rerank' rows): {', '.join(RERANKERS)}.",
+        ),
+    ] = None,
+    reranker_model: Annotated[
+        str | None, typer.Option(help="The reranker's model (hub id or local path).")
+    ] = None,
+    rerank_depth: Annotated[
+        int | None,
+        typer.Option(min=1, help="Chunks reranked per query (default RAG_RERANK_CANDIDATES)."),
+    ] = None,
 ) -> None:
     """Ingest the corpus (once per corpus × profile × chunking), run every judged query in
-    each mode and report nDCG@10, Recall@10, Recall@100 and MRR@10, for each profile.
+    each mode and report nDCG@10, Recall@10, Recall@100 and MRR@10, for each profile. With
+    --rerank, each mode's retrieved chunks are also reranked and scored as 'MODE+rerank'.
 
     Exit code 2 when the dataset, a profile or the store cannot be used.
     """
@@ -164,6 +180,9 @@ def main(
         "weights": _weights(weights),
         "num_threads": threads,
         "batch_size": batch_size,
+        "reranker": rerank,
+        "reranker_model": reranker_model,
+        "rerank_candidates": rerank_depth,
     }
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
     modes = list(dict.fromkeys(mode or list(EvalMode)))
@@ -208,6 +227,11 @@ def _evaluate(
             embedder = build_embedder(settings, chosen)
     except (UnknownProfileError, APIError, OSError) as error:
         err.print(f"[red]error[/red] {error}", highlight=False)
+        raise typer.Exit(2) from None
+    try:
+        reranker = build_reranker(settings, embedder)
+    except (UnknownRerankerError, RerankError, OSError) as error:
+        err.print(f"[red]error[/red] reranker: {error}", highlight=False)
         raise typer.Exit(2) from None
     chunker = Chunker(embedder.tokenizer, settings.chunk_size, settings.chunk_overlap)
     chunking = ChunkingConfig(chunker.signature, settings.max_length)
@@ -255,22 +279,29 @@ def _evaluate(
     with _Progress() as progress:
         for eval_mode in modes:
             task = progress.add(f"{eval_mode.value:>15}", len(queries))
-            result = run_mode(
-                retriever,
-                queries,
-                qrels,
-                eval_mode,
-                top_k=top_k,
-                rrf_k=settings.rrf_k,
-                weights=settings.weights,
-                on_query=lambda task=task: progress.update(task),
-            )
-            progress.update(task, len(queries), f"nDCG@10 {result.scores['ndcg@10']:.3f}")
-            rows.append(
+            try:
+                results = run_mode(
+                    retriever,
+                    queries,
+                    qrels,
+                    eval_mode,
+                    top_k=top_k,
+                    rrf_k=settings.rrf_k,
+                    weights=settings.weights,
+                    reranker=reranker,
+                    rerank_depth=settings.rerank_candidates,
+                    on_query=lambda task=task: progress.update(task),
+                )
+            except RerankError as error:
+                err.print(f"[red]error[/red] reranker: {error}", highlight=False)
+                raise typer.Exit(2) from None
+            note = "  ".join(f"{r.mode} nDCG@10 {r.scores['ndcg@10']:.3f}" for r in results)
+            progress.update(task, len(queries), note)
+            rows.extend(
                 {
                     "dataset": dataset.name,
                     "split": dataset.split,
-                    "mode": eval_mode.value,
+                    "mode": result.mode,
                     "profile": embedder.profile,
                     **{k: round(result.scores[k], 4) for k in METRIC_NAMES},
                     "n_queries": result.n_queries,
@@ -282,12 +313,15 @@ def _evaluate(
                     "top_k": top_k,
                     "rrf_k": settings.rrf_k,
                     "weights": list(settings.weights),
+                    "reranker": settings.reranker if result.mode.endswith("+rerank") else None,
+                    "rerank_depth": settings.rerank_candidates if reranker else None,
                     "query_encode_seconds": round(encode_seconds, 2),
                     "ingest_seconds": round(stats.seconds, 1),
                     "chunks_written": stats.chunks_written,
                     "ingest_chunks_per_s": round(stats.chunks_per_second, 1),
                     "threads": settings.num_threads,
                 }
+                for result in results
             )
     store.close()
     return rows

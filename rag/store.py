@@ -19,19 +19,26 @@ import numpy as np
 from pymilvus import AnnSearchRequest, DataType, Function, FunctionType, MilvusClient
 from scipy import sparse
 
+from rag.chunking import embedding_text
 from rag.embedders.base import Embedder, Embeddings, fitted_sparse
 from rag.types import Chunk
 
-SCHEMA_VERSION = 1
+# v2: BM25 reads `lexical_text` (title, heading path and chunk text), no longer `text` alone.
+SCHEMA_VERSION = 2
 PROFILE_PROPERTY = "rag.profile"
 PARAMS_SUFFIX = "__sparse_params"  # the sibling collection of fitted sparse parameters
 _PARAMS_PART_CHARS = 60_000  # params JSON is ASCII: characters = bytes < VARCHAR's 65535
+JOURNAL_SUFFIX = "__journal"  # the sibling collection of unfinished file switches
+_JOURNAL_IDS = 1_800  # chunk ids per journal row: 1,800 × (32 hex + 1 space) < VARCHAR's 65535
 DENSE_FIELD = "dense"
 SPARSE_FIELD = "sparse"
-BM25_FIELD = "bm25"  # filled by Milvus's BM25 function from `text` (standard analyzer)
+LEXICAL_FIELD = "lexical_text"  # what BM25 reads: the embedded text (rag.chunking.embedding_text)
+BM25_FIELD = "bm25"  # filled by Milvus's BM25 function from LEXICAL_FIELD (standard analyzer)
 CHUNK_FIELDS = ["id", "text", "source", "title", "heading", "chunk_index", "page", "file_hash"]
 # VARCHAR limits are in bytes of UTF-8 (Milvus docs, "String Field").
-_MAX_BYTES = {"text": 65_535, "source": 2_048, "title": 1_024, "heading": 2_048}
+_MAX_BYTES = {
+    "text": 65_535, LEXICAL_FIELD: 65_535, "source": 2_048, "title": 1_024, "heading": 2_048,
+}  # fmt: skip
 _BATCH_ROWS = 256
 _SCALAR_INDEX_FIELDS = ("source", "file_hash")
 # pymilvus logs every failed RPC with a traceback at ERROR, and iterator notes at WARNING;
@@ -133,6 +140,21 @@ class FileRecord:
     ingested_at: int
 
 
+@dataclass(frozen=True)
+class FileSwitch:
+    """A journaled switch of one file to a new version (``ingest.pipeline`` runs it).
+
+    Attributes:
+        record: the manifest row of the new version, written when the switch completes.
+        added: ids of the new version's chunks that were not stored when the switch began.
+        stale: ids of the stored chunks that the new version does not have.
+    """
+
+    record: FileRecord
+    added: frozenset[str]
+    stale: frozenset[str]
+
+
 def sparse_to_milvus(matrix: sparse.csr_array) -> list[dict[int, float]]:
     """Rows of a ``csr_array [n, V]`` as the ``{dimension: weight}`` dicts Milvus accepts.
 
@@ -152,6 +174,27 @@ def sparse_to_milvus(matrix: sparse.csr_array) -> list[dict[int, float]]:
         }
         rows.append(row or {vocab_size: 1e-9})
     return rows
+
+
+def _journal_rows(switch: FileSwitch) -> list[dict]:
+    """The journal rows of ``switch``: ids space-separated, at most ``_JOURNAL_IDS`` of
+    each kind per row; row 0 also holds the manifest record as JSON."""
+    source = switch.record.source
+    added, stale = sorted(switch.added), sorted(switch.stale)
+    parts = max(1, -(-max(len(added), len(stale)) // _JOURNAL_IDS))
+    return [
+        {
+            "key": f"{part:06d}:{source}",
+            "source": source,
+            "part": part,
+            "parts": parts,
+            "record": json.dumps(asdict(switch.record), ensure_ascii=False) if part == 0 else "",
+            "added": " ".join(added[part * _JOURNAL_IDS : (part + 1) * _JOURNAL_IDS]),
+            "stale": " ".join(stale[part * _JOURNAL_IDS : (part + 1) * _JOURNAL_IDS]),
+            "vec": [1.0, 0.0],
+        }
+        for part in range(parts)
+    ]
 
 
 def _fit_bytes(value: str, limit: int) -> str:
@@ -228,7 +271,8 @@ def disconnect(client: MilvusClient, uri: str) -> None:
 
 
 class MilvusStore:
-    """The chunk collection and its file manifest (``<collection>__files``).
+    """The chunk collection, its file manifest (``<collection>__files``) and the journal of
+    unfinished file switches (``<collection>__journal``, created on first use).
 
     Use :meth:`open`; the constructor only stores its arguments.
 
@@ -247,6 +291,7 @@ class MilvusStore:
         self.collection = collection
         self.files_collection = f"{collection}__files"
         self.params_collection = f"{collection}{PARAMS_SUFFIX}"
+        self.journal_collection = f"{collection}{JOURNAL_SUFFIX}"
         self.dense_index = dense_index.upper()
         self.profile: CollectionProfile | None = None
         self.chunks_changed = 0  # chunk rows written or deleted through this object
@@ -299,16 +344,28 @@ class MilvusStore:
         disconnect(self.client, self.uri)
 
     def drop(self) -> None:
-        """Delete the chunk collection, its manifest and its fitted sparse parameters."""
-        for name in (self.collection, self.files_collection, self.params_collection):
+        """Delete the chunk collection, its manifest, its switch journal and its fitted sparse
+        parameters."""
+        for name in (
+            self.collection,
+            self.files_collection,
+            self.params_collection,
+            self.journal_collection,
+        ):
             if self.client.has_collection(name):
                 self.client.drop_collection(name)
 
     def _create(self, profile: CollectionProfile) -> None:
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
+        schema.add_field("text", DataType.VARCHAR, max_length=_MAX_BYTES["text"])
+        # BM25 reads what the dense and sparse encoders read: title and heading path give a
+        # chunk the words of its context (titles carry much of a scientific abstract's terms).
         schema.add_field(
-            "text", DataType.VARCHAR, max_length=_MAX_BYTES["text"], enable_analyzer=True
+            LEXICAL_FIELD,
+            DataType.VARCHAR,
+            max_length=_MAX_BYTES[LEXICAL_FIELD],
+            enable_analyzer=True,
         )
         schema.add_field("source", DataType.VARCHAR, max_length=_MAX_BYTES["source"])
         schema.add_field("title", DataType.VARCHAR, max_length=_MAX_BYTES["title"])
@@ -323,7 +380,7 @@ class MilvusStore:
             Function(
                 name="text_bm25",
                 function_type=FunctionType.BM25,
-                input_field_names=["text"],
+                input_field_names=[LEXICAL_FIELD],
                 output_field_names=[BM25_FIELD],
             )
         )
@@ -361,13 +418,36 @@ class MilvusStore:
         self.client.create_collection(self.files_collection, schema=files, index_params=files_index)
 
     def _recorded_profile(self) -> CollectionProfile:
+        """The profile the collection records.
+
+        Raises:
+            ProfileMismatchError: no record, a record of another schema version, or one this
+                version cannot read (the way out: another --collection, or --reset).
+        """
         raw = self.read_property(PROFILE_PROPERTY)
         if raw is None:
             raise ProfileMismatchError(
                 f"collection {self.collection!r} was not created by this tool (no "
                 f"{PROFILE_PROPERTY} property): use another --collection, or --reset it"
             )
-        return CollectionProfile(**json.loads(raw))
+        way_out = (
+            "ingest into another --collection, or rebuild this one with "
+            "`python -m ingest PATH --reset`."
+        )
+        try:
+            record = json.loads(raw)
+            version = record["schema_version"]
+            if version == SCHEMA_VERSION:
+                return CollectionProfile(**record)
+        except (ValueError, TypeError, KeyError):
+            raise ProfileMismatchError(
+                f"collection {self.collection!r} at {self.uri} has a {PROFILE_PROPERTY} record "
+                f"this version cannot read: {way_out}"
+            ) from None
+        raise ProfileMismatchError(
+            f"collection {self.collection!r} at {self.uri} was built with schema v{version} of "
+            f"this tool, which reads schema v{SCHEMA_VERSION}: {way_out}"
+        )
 
     def check_profile(self, wanted: CollectionProfile) -> None:
         """Refuse an embedder whose vectors cannot be mixed with the stored ones.
@@ -437,6 +517,7 @@ class MilvusStore:
             {
                 "id": c.chunk_id,
                 "text": _fit_bytes(c.text, _MAX_BYTES["text"]),
+                LEXICAL_FIELD: _fit_bytes(embedding_text(c), _MAX_BYTES[LEXICAL_FIELD]),
                 "source": _fit_bytes(c.source, _MAX_BYTES["source"]),
                 "title": _fit_bytes(c.title, _MAX_BYTES["title"]),
                 "heading": _fit_bytes(c.heading, _MAX_BYTES["heading"]),
@@ -465,6 +546,18 @@ class MilvusStore:
             self.collection, filter=f"source == {_quote(source)}", output_fields=["id"]
         )
         return {row["id"] for row in rows}
+
+    def existing_chunk_ids(self, chunk_ids: Iterable[str]) -> set[str]:
+        """Which of ``chunk_ids`` are stored."""
+        ids = list(chunk_ids)
+        found: set[str] = set()
+        for start in range(0, len(ids), _BATCH_ROWS):
+            batch = ", ".join(_quote(i) for i in ids[start : start + _BATCH_ROWS])
+            rows = self.client.query(
+                self.collection, filter=f"id in [{batch}]", output_fields=["id"]
+            )
+            found.update(row["id"] for row in rows)
+        return found
 
     def _count(self, collection: str) -> int:
         rows = self.client.query(collection, filter="", output_fields=["count(*)"])
@@ -615,6 +708,84 @@ class MilvusStore:
         self.client.delete(self.collection, filter=f"source == {_quote(source)}")
         self.client.delete(self.files_collection, ids=[source])
 
+    def flush(self) -> None:
+        """Seal the rows written to the chunk collection and the manifest into segments.
+
+        Milvus Lite keeps written rows in an in-memory table that every search and query
+        scans row by row (seconds per query at 10k chunks) until they are flushed; call this
+        once after a run of writes.
+        """
+        for name in (self.collection, self.files_collection):
+            self.client.flush(name)
+
+    # ----------------------------------------------------------------- switch journal
+    def _journal_ready(self, create: bool) -> bool:
+        """Load the journal collection (creating it when asked); whether it exists."""
+        name = self.journal_collection
+        if not self.client.has_collection(name):
+            if not create:
+                return False
+            schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+            schema.add_field("key", DataType.VARCHAR, is_primary=True, max_length=2_048 + 7)
+            schema.add_field("source", DataType.VARCHAR, max_length=2_048)
+            schema.add_field("part", DataType.INT32)
+            schema.add_field("parts", DataType.INT32)
+            schema.add_field("record", DataType.VARCHAR, max_length=65_535)
+            schema.add_field("added", DataType.VARCHAR, max_length=65_535)
+            schema.add_field("stale", DataType.VARCHAR, max_length=65_535)
+            schema.add_field("vec", DataType.FLOAT_VECTOR, dim=2)  # Milvus needs one vector
+            index = self.client.prepare_index_params()
+            index.add_index("vec", index_type="FLAT", metric_type="L2")
+            self.client.create_collection(name, schema=schema, index_params=index)
+        self.client.load_collection(name)
+        return True
+
+    def begin_switches(self, switches: Sequence[FileSwitch]) -> None:
+        """Journal ``switches`` in ``<collection>__journal`` (one row per 1,800 ids of a
+        file); call before writing any of their chunks, and :meth:`end_switches` after
+        committing them."""
+        rows = [row for switch in switches for row in _journal_rows(switch)]
+        self._journal_ready(create=True)
+        for start in range(0, len(rows), 64):  # a row holds up to ~120 kB of ids
+            self.client.upsert(self.journal_collection, rows[start : start + 64])
+
+    def journal(self) -> dict[str, FileSwitch | None]:
+        """Every journaled switch, by source; ``None`` for a switch whose journal rows were
+        not all written (a run stopped inside :meth:`begin_switches`)."""
+        if not self._journal_ready(create=False):
+            return {}
+        iterator = self.client.query_iterator(
+            self.journal_collection,
+            batch_size=64,
+            filter="",
+            output_fields=["source", "part", "parts", "record", "added", "stale"],
+        )
+        rows: dict[str, dict[int, dict]] = {}
+        while batch := iterator.next():
+            for row in batch:
+                rows.setdefault(row["source"], {})[row["part"]] = row
+        iterator.close()
+        switches: dict[str, FileSwitch | None] = {}
+        for source, parts in rows.items():
+            first = parts.get(0)
+            if first is None or set(parts) != set(range(first["parts"])):
+                switches[source] = None
+                continue
+            switches[source] = FileSwitch(
+                FileRecord(**json.loads(first["record"])),
+                frozenset(i for part in parts.values() for i in part["added"].split()),
+                frozenset(i for part in parts.values() for i in part["stale"].split()),
+            )
+        return switches
+
+    def end_switches(self, sources: Iterable[str]) -> None:
+        """Delete the journal rows of ``sources``."""
+        quoted = [_quote(source) for source in sources]
+        if quoted and self._journal_ready(create=False):
+            for start in range(0, len(quoted), _BATCH_ROWS):
+                batch = ", ".join(quoted[start : start + _BATCH_ROWS])
+                self.client.delete(self.journal_collection, filter=f"source in [{batch}]")
+
     # ----------------------------------------------------------------- search
     def search(
         self,
@@ -626,7 +797,7 @@ class MilvusStore:
         """One ANN search on ``field``, hits best first.
 
         ``vectors`` are dense vectors for ``dense``, ``{dim: weight}`` dicts for ``sparse``,
-        and query strings for ``bm25`` (Milvus analyzes them with the text field's analyzer).
+        and query strings for ``bm25`` (analyzed by the ``lexical_text`` field's analyzer).
         """
         result = self.client.search(
             self.collection,
@@ -659,6 +830,7 @@ class MilvusStore:
 __all__ = [
     "CollectionProfile",
     "FileRecord",
+    "FileSwitch",
     "MilvusStore",
     "ProfileMismatchError",
     "StoreError",

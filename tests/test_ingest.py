@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -14,7 +15,13 @@ from ingest.discover import discover
 from ingest.pipeline import Ingestor, Status
 from rag.chunking import Chunker
 from rag.loaders import load_document
-from rag.store import CollectionProfile, MilvusStore, ProfileMismatchError
+from rag.store import (
+    PROFILE_PROPERTY,
+    SCHEMA_VERSION,
+    CollectionProfile,
+    MilvusStore,
+    ProfileMismatchError,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = [
@@ -130,6 +137,14 @@ def test_another_profile_is_refused_with_the_way_out(store):
     with pytest.raises(ProfileMismatchError, match="--reset") as error:
         MilvusStore.open(store.uri, "docs", other)
     assert "minilm-splade" in str(error.value) and "bge-m3" in str(error.value)
+
+
+def test_a_collection_of_an_older_schema_is_refused_with_the_way_out(store, embedder):
+    record = json.loads(store.read_property(PROFILE_PROPERTY))
+    store.write_properties({PROFILE_PROPERTY: json.dumps(record | {"schema_version": 1})})
+    with pytest.raises(ProfileMismatchError, match="--reset") as error:
+        MilvusStore.open(store.uri, "docs", CollectionProfile.of(embedder))
+    assert f"schema v1 of this tool, which reads schema v{SCHEMA_VERSION}" in str(error.value)
 
 
 def test_cli_reports_bad_files_and_exits_nonzero(tmp_path):

@@ -30,6 +30,14 @@ class Fusion(StrEnum):
     WEIGHTED = "weighted"
 
 
+class Precision(StrEnum):
+    """Number format of local models' forward passes (see ``rag.embedders.precision``)."""
+
+    AUTO = "auto"  # bfloat16 where the CPU multiplies bfloat16 natively, else float32
+    FLOAT32 = "float32"
+    BFLOAT16 = "bfloat16"
+
+
 class Settings(BaseSettings):
     """Every setting of the product, each one a ``RAG_<NAME>`` environment variable.
 
@@ -60,6 +68,11 @@ class Settings(BaseSettings):
     device: str = "cpu"
     batch_size: int = Field(32, ge=1)
     num_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    precision: Precision = Field(
+        Precision.AUTO,
+        description="Forward passes of sentence-transformers and SPLADE models: auto, float32 "
+        "or bfloat16 (autocast).",
+    )
 
     # Embedding functions (rag.embedders.registry; `python -m rag embedders` lists them).
     # `dense` and `sparse` name a composition and, when given, override `profile`.
@@ -118,8 +131,9 @@ class Settings(BaseSettings):
         "none", description="none, cross-encoder, bge-reranker, jina or bge-m3-colbert."
     )
     reranker_model: str | None = Field(
-        None, description="The reranker's model (hub id, local path or Jina model); None: "
-        "the reranker's default."
+        None,
+        description="The reranker's model (hub id, local path or Jina model); None: "
+        "the reranker's default.",
     )
     rerank_candidates: int = Field(30, ge=1, description="Hits retrieved before reranking.")
     jina_api_key: SecretStr | None = Field(None, description="Jina AI API key (jina reranker).")

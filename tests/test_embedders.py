@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import MILVUS_DOCS_EN, SHARED_DATA
 from mgte_fixture import build_tiny_mgte
 
@@ -689,3 +690,34 @@ def test_eval_compares_profiles(tmp_path):
     by = {(r["profile"], r["mode"]): r["ndcg@10"] for r in scored}
     assert by[("default+bm25", "sparse")] >= 0.7  # XQuAD-R questions reuse their paragraph's words
     assert "BM25 refitted (first fit)" in " ".join(result.stderr.split())
+
+
+def test_bfloat16_forward_passes_keep_the_vectors(embedder):
+    """bfloat16 autocast (the ``auto`` precision on a CPU with native bfloat16) changes the
+    float32 vectors of the packaged models only in the last digits."""
+    from rag.embedders.precision import autocast_dtype, native_bfloat16
+    from rag.settings import Precision
+
+    texts = [
+        "Milvus Lite keeps dense and sparse vectors in one local file.",
+        "SPLADE expands a passage into weighted vocabulary terms; BM25 counts the terms "
+        "themselves. " * 6,
+    ]
+    assert autocast_dtype(Precision.FLOAT32) is None
+    assert autocast_dtype(Precision.BFLOAT16) is torch.bfloat16
+    assert autocast_dtype(Precision.AUTO) is (torch.bfloat16 if native_bfloat16() else None)
+    dense, splade = embedder.dense, embedder.sparse
+    saved = dense.autocast, splade.autocast
+    try:
+        dense.autocast = splade.autocast = None
+        exact = embedder.encode_documents(texts)
+        dense.autocast = splade.autocast = torch.bfloat16
+        fast = embedder.encode_documents(texts)
+    finally:
+        dense.autocast, splade.autocast = saved
+    assert (exact.dense * fast.dense).sum(axis=1).min() > 0.9995
+    a, b = exact.sparse.toarray(), fast.sparse.toarray()
+    cosine = (a * b).sum(axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cosine.min() > 0.999
+    for row_a, row_b in zip(a, b, strict=True):  # the heaviest terms stay the heaviest
+        assert len(set(np.argsort(-row_a)[:10]) & set(np.argsort(-row_b)[:10])) >= 8

@@ -140,7 +140,7 @@ def _local(settings: Settings) -> dict:
 def _sentence_transformer(settings: Settings, model: str):
     from rag.embedders.sentence_transformer import SentenceTransformerDense
 
-    return SentenceTransformerDense(model, **_local(settings))
+    return SentenceTransformerDense(model, precision=settings.precision, **_local(settings))
 
 
 def _instructor(settings: Settings):
@@ -157,7 +157,7 @@ def _instructor(settings: Settings):
 def _splade(settings: Settings):
     from rag.embedders.splade import SpladeSparse
 
-    return SpladeSparse(settings.sparse_model, **_local(settings))
+    return SpladeSparse(settings.sparse_model, precision=settings.precision, **_local(settings))
 
 
 def _bm25(settings: Settings):
@@ -218,7 +218,7 @@ FUNCTIONS: dict[str, EmbeddingFunction] = {
             Kind.DENSE,
             Access.OPEN_SOURCE,
             "all-MiniLM-L6-v2 (384-d), pymilvus' default function; packaged weights",
-            (),
+            ("precision",),
             lambda settings: _sentence_transformer(settings, DEFAULT_MODEL),
             fixed_model=DEFAULT_MODEL,
             requires=("sentence_transformers",),
@@ -228,7 +228,7 @@ FUNCTIONS: dict[str, EmbeddingFunction] = {
             Kind.DENSE,
             Access.OPEN_SOURCE,
             "any sentence-transformers model (hub id or local path)",
-            ("dense_model",),
+            ("dense_model", "precision"),
             lambda settings: _sentence_transformer(settings, settings.dense_model),
             model_setting="dense_model",
             requires=("sentence_transformers",),
@@ -267,7 +267,7 @@ FUNCTIONS: dict[str, EmbeddingFunction] = {
             Kind.SPARSE,
             Access.OPEN_SOURCE,
             "SPLADE masked-LM term weights (default SPLADE-tiny, packaged)",
-            ("sparse_model",),
+            ("sparse_model", "precision"),
             _splade,
             model_setting="sparse_model",
             requires=("transformers",),

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from rag.embedders.packaged import resolve_model
+from rag.embedders.precision import autocast_dtype, forward_context
+from rag.settings import Precision
 
 
 class SentenceTransformerDense:
@@ -20,13 +22,20 @@ class SentenceTransformerDense:
         device: torch device string (``"cpu"``).
         batch_size: texts per forward pass.
         max_length: tokens read per text; capped at the model's own limit.
+        precision: forward-pass precision (``rag.embedders.precision``).
 
     Raises:
         OSError: the model cannot be found locally and the hub cannot be reached.
     """
 
     def __init__(
-        self, model: str, *, device: str = "cpu", batch_size: int = 32, max_length: int = 512
+        self,
+        model: str,
+        *,
+        device: str = "cpu",
+        batch_size: int = 32,
+        max_length: int = 512,
+        precision: Precision = Precision.FLOAT32,
     ) -> None:
         from sentence_transformers import SentenceTransformer
 
@@ -37,18 +46,20 @@ class SentenceTransformerDense:
         self.max_tokens = self.model.max_seq_length
         self.dim = int(self.model.get_embedding_dimension())
         self.tokenizer = self.model.tokenizer
+        self.autocast = autocast_dtype(precision, device)
 
     def _encode(self, texts: Sequence[str], *, query: bool) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         encode = self.model.encode_query if query else self.model.encode_document
-        vectors = encode(
-            list(texts),
-            batch_size=self.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
+        with forward_context(self.autocast):
+            vectors = encode(
+                list(texts),
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
         return np.asarray(vectors, dtype=np.float32)
 
     def encode_documents(self, texts: Sequence[str]) -> np.ndarray:

@@ -70,10 +70,13 @@ class ChunkingConfig:
     Attributes:
         chunking: the chunker's signature (``Chunker.signature``: algorithm, size, overlap).
         max_length: tokens the models read per text.
+        precision: the forward passes' number format (``rag.embedders.precision``): vectors
+            differ in their last digits, so each precision gets its own collection.
     """
 
     chunking: str
     max_length: int
+    precision: str = "float32"
 
 
 def collection_name(
@@ -209,10 +212,7 @@ def ingest_documents(
                 on_documents(done, stats.chunks_written)
         if pending is not None:
             pending.result()
-    # Milvus Lite keeps new rows in an in-memory table that every search copies row by row
-    # (seconds per query at 10k chunks) until it is flushed to a segment; flush once here.
-    for name in (store.collection, store.files_collection):
-        store.client.flush(name)
+    store.flush()  # Milvus Lite searches unflushed rows slowly (see MilvusStore.flush)
     stats.seconds = time.perf_counter() - started
     return stats
 

@@ -1,0 +1,1 @@
+"""Benchmarks: ingest throughput, query latency and startup time (`python -m rag.bench`)."""

@@ -1,0 +1,243 @@
+"""`python -m rag.bench`: ingest throughput against the seeds' reference path, query
+latency, and startup time. Results are printed; docs/BENCHMARKS.md records them."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from rag.settings import PROJECT_ROOT, Settings
+
+SCIFACT = PROJECT_ROOT.parent / "shared" / "data" / "beir" / "scifact"
+
+app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=True)
+err = Console(stderr=True)
+
+
+def _machine() -> dict:
+    load1, _, _ = os.getloadavg()
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "load_1min_at_start": round(load1, 2),
+    }
+
+
+@app.command()
+def ingest(
+    corpus: Annotated[Path, typer.Option(help="A BEIR corpus folder.")] = SCIFACT,
+    limit_docs: Annotated[
+        int | None, typer.Option(min=1, help="Use the first N documents only.")
+    ] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="Torch threads.")] = None,
+    reference: Annotated[
+        bool, typer.Option(help="Also run the seeds' reference path (--no-reference: skip).")
+    ] = True,
+    db_dir: Annotated[
+        Path | None, typer.Option(help="Folder for the two Milvus Lite dbs (default: temp).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Ingest a corpus through this project's path and the reference path; print chunks/s
+    of both, their ratio, and the share of wall time outside model forward passes."""
+    from rag.bench.ingest import reference_texts, run_ours, run_reference
+    from rag.chunking import Chunker
+    from rag.embedders import build_embedder
+    from rag.embedders.packaged import resolve_model
+    from rag.eval.beir import BeirDataset, dataset_name
+
+    settings = Settings(**({"num_threads": threads} if threads else {}))
+    machine = _machine()
+    dataset = BeirDataset(corpus, "", dataset_name(corpus))
+    if not dataset.corpus_path.is_file():
+        err.print(f"[red]error[/red] {dataset.corpus_path} does not exist", highlight=False)
+        raise typer.Exit(2)
+    documents = list(dataset.documents())[:limit_docs]
+    embedder = build_embedder(settings)
+    chunker = Chunker(embedder.tokenizer, settings.chunk_size, settings.chunk_overlap)
+    with tempfile.TemporaryDirectory(dir=db_dir) as folder:
+        runs = []
+        if reference:
+            texts = reference_texts(chunker, documents)
+            err.print(f"reference path: {len(texts)} chunks…")
+            runs.append(
+                run_reference(
+                    texts,
+                    resolve_model(embedder.dense_name),
+                    resolve_model(embedder.sparse_name),
+                    str(Path(folder) / "reference.db"),
+                )
+            )
+        err.print(f"this project's path: {len(documents)} documents…")
+        runs.append(run_ours(embedder, chunker, documents, str(Path(folder) / "ours.db")))
+    result = {
+        "benchmark": "ingest",
+        "corpus": dataset.name,
+        "documents": len(documents),
+        "profile": embedder.profile,
+        "threads": settings.num_threads,
+        **machine,
+        "runs": [
+            {
+                "path": r.path,
+                "chunks": r.chunks,
+                "seconds": round(r.seconds, 1),
+                "chunks_per_s": round(r.chunks_per_second, 2),
+                "forward_seconds": round(r.forward_seconds, 1),
+                "outside_forward_share": round(r.outside_forward_share, 3),
+            }
+            for r in runs
+        ],
+    }
+    if reference:
+        result["ratio"] = round(runs[1].chunks_per_second / runs[0].chunks_per_second, 2)
+    if as_json:
+        print(json.dumps(result))
+        return
+    table = Table(title=f"ingest {dataset.name}: {len(documents)} documents, "
+                  f"{settings.num_threads} threads")  # fmt: skip
+    for column in ("path", "chunks", "seconds", "chunks/s", "in forward", "outside forward"):
+        table.add_column(column, justify="left" if column == "path" else "right")
+    for r in runs:
+        table.add_row(
+            r.path,
+            str(r.chunks),
+            f"{r.seconds:.1f}",
+            f"{r.chunks_per_second:.2f}",
+            f"{r.forward_seconds:.1f} s",
+            f"{r.outside_forward_share:.0%}",
+        )
+    Console(file=sys.stdout).print(table)
+    if reference:
+        print(f"ratio ours/reference: {result['ratio']:.2f}x")
+    print(f"load average at start: {machine['load_1min_at_start']}")
+
+
+def _queries(path: Path, n: int) -> list[str]:
+    texts = []
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                texts.append(json.loads(line)["text"])
+    if not texts:
+        raise typer.BadParameter(f"{path} holds no queries")
+    return [texts[i % len(texts)] for i in range(n)]
+
+
+@app.command()
+def query(
+    db: Annotated[str | None, typer.Option(help="Milvus Lite db path or server URL.")] = None,
+    collection: Annotated[str | None, typer.Option(help="Collection name.")] = None,
+    queries: Annotated[
+        Path, typer.Option(help="A BEIR queries.jsonl to take query texts from.")
+    ] = SCIFACT / "queries.jsonl",
+    n: Annotated[int, typer.Option("-n", min=1, help="Queries to time.")] = 300,
+    top_k: Annotated[int, typer.Option("--top-k", min=1, help="Hits per query.")] = 10,
+    mode: Annotated[str, typer.Option(help="hybrid, dense, sparse or bm25.")] = "hybrid",
+    stage_ranks: Annotated[
+        bool, typer.Option(help="Also rank each list on its own (what the UI shows).")
+    ] = False,
+    rerank: Annotated[str | None, typer.Option(help="Also time a reranker.")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="Torch threads.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Time query embedding + search (+ rerank) over N real queries, one at a time, after a
+    warm-up of 10 queries; print p50/p95/p99, peak memory and the db's size on disk."""
+    from rag.bench.timing import peak_rss_mb, percentiles, size_on_disk_mb
+    from rag.rerankers import build_reranker
+    from rag.retriever import Retriever
+    from rag.settings import SearchMode
+
+    overrides = {"milvus_uri": db, "collection": collection, "num_threads": threads,
+                 "reranker": rerank}  # fmt: skip
+    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    machine = _machine()
+    texts = _queries(queries, n + 10)
+    retriever = Retriever.from_settings(settings)
+    reranker = build_reranker(settings, retriever.embedder)
+    chunks = retriever.store.count_chunks()
+    depth = max(top_k, settings.rerank_candidates) if reranker else top_k
+    timings: dict[str, list[float]] = {"embed_search": [], "rerank": [], "total": []}
+    for i, text in enumerate(texts):
+        started = time.perf_counter()
+        hits = retriever.search(text, top_k=depth, mode=SearchMode(mode), stage_ranks=stage_ranks)
+        searched = time.perf_counter()
+        if reranker is not None:
+            reranker.rerank(text, hits, top_k)
+        done = time.perf_counter()
+        if i >= 10:  # the first ten warm caches up
+            timings["embed_search"].append((searched - started) * 1000)
+            timings["rerank"].append((done - searched) * 1000)
+            timings["total"].append((done - started) * 1000)
+    uri = settings.milvus_uri
+    result = {
+        "benchmark": "query",
+        "db": uri,
+        "collection": settings.collection,
+        "chunks": chunks,
+        "queries": n,
+        "mode": mode,
+        "stage_ranks": stage_ranks,
+        "reranker": settings.reranker,
+        "threads": settings.num_threads,
+        **machine,
+        "embed_search": percentiles(timings["embed_search"]),
+        **({"total_with_rerank": percentiles(timings["total"])} if reranker else {}),
+        "peak_rss_mb": round(peak_rss_mb()),
+        "db_size_mb": round(size_on_disk_mb(uri)) if not uri.startswith("http") else None,
+    }
+    retriever.store.close()
+    if as_json:
+        print(json.dumps(result))
+        return
+    for key, value in result.items():
+        print(f"{key}: {value}")
+
+
+@app.command()
+def startup(
+    db: Annotated[str | None, typer.Option(help="Milvus Lite db path or server URL.")] = None,
+    collection: Annotated[str | None, typer.Option(help="Collection name.")] = None,
+    repeat: Annotated[int, typer.Option(min=1, help="Cold starts to time.")] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Seconds from process start to the first answered query: `python -m rag search` in a
+    new process (imports, models loaded, collection loaded and warmed up, one query)."""
+    command = [sys.executable, "-m", "rag", "search", "What is a sparse vector?", "--json"]
+    for flag, value in (("--db", db), ("--collection", collection)):
+        if value:
+            command += [flag, value]
+    machine = _machine()
+    seconds = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        seconds.append(round(time.perf_counter() - started, 2))
+        if done.returncode != 0:
+            err.print(done.stderr[-2000:], highlight=False)
+            raise typer.Exit(1)
+    result = {"benchmark": "startup", "command": " ".join(command[1:]), **machine,
+              "seconds": seconds}  # fmt: skip
+    if as_json:
+        print(json.dumps(result))
+    else:
+        print(f"startup to first answer: {', '.join(f'{s:.1f} s' for s in seconds)}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,128 @@
+"""Ingest throughput: this project's path against the reference path of the seeds.
+
+The reference is what a pymilvus user writes from the Milvus embedding docs (the seeds):
+``SentenceTransformerEmbeddingFunction`` and ``SpladeEmbeddingFunction`` from
+``pymilvus.model`` (packaged here as ``milvus_model``) on the same two models, then
+``MilvusClient.insert`` in batches of 32 rows into a collection with a dense and a sparse
+field. It embeds the very chunk texts this project embeds, so both paths do the same model
+work; its chunking is done before its clock starts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pymilvus import DataType, MilvusClient
+
+from rag.bench.timing import ForwardTimer
+from rag.chunking import Chunker, embedding_text
+from rag.embedders.hybrid import DenseSparseEmbedder
+from rag.eval.runner import ingest_documents
+from rag.store import CollectionProfile, MilvusStore, connect, disconnect
+from rag.types import Document
+
+REFERENCE_BATCH = 32  # rows per embedding call and per MilvusClient.insert, as in the docs
+
+
+@dataclass
+class IngestRun:
+    """One path's measurement.
+
+    Attributes:
+        path: ``ours`` or ``reference``.
+        chunks: chunks embedded and stored.
+        seconds: wall-clock seconds from the first document to the last row stored.
+        forward_seconds: seconds inside the two models' forward passes.
+    """
+
+    path: str
+    chunks: int
+    seconds: float
+    forward_seconds: float
+
+    @property
+    def chunks_per_second(self) -> float:
+        """Chunks stored per wall-clock second."""
+        return self.chunks / self.seconds if self.seconds else 0.0
+
+    @property
+    def outside_forward_share(self) -> float:
+        """Share of wall time spent outside the model forward passes (0–1)."""
+        return 1 - self.forward_seconds / self.seconds if self.seconds else 0.0
+
+
+def model_modules(embedder: DenseSparseEmbedder) -> list:
+    """The top-level torch modules of a sentence-transformers + SPLADE embedder."""
+    return [embedder.dense.model, embedder.sparse.model]
+
+
+def run_ours(
+    embedder: DenseSparseEmbedder,
+    chunker: Chunker,
+    documents: Sequence[Document],
+    uri: str,
+    *,
+    flush_chunks: int = 512,
+) -> IngestRun:
+    """Ingest ``documents`` into a new collection at ``uri`` through the product's path
+    (chunk → embed in length-sorted groups → upsert and commit on a writer thread)."""
+    store = MilvusStore.open(uri, "bench_ours", CollectionProfile.of(embedder))
+    try:
+        with ForwardTimer(model_modules(embedder)) as timer:
+            stats = ingest_documents(store, embedder, chunker, documents, flush_chunks=flush_chunks)
+    finally:
+        store.close()
+    return IngestRun("ours", stats.chunks_written, stats.seconds, timer.seconds)
+
+
+def reference_texts(chunker: Chunker, documents: Sequence[Document]) -> list[str]:
+    """The texts this project embeds for ``documents``, in document order."""
+    return [embedding_text(c) for d in documents for c in chunker.chunk(d, "reference")]
+
+
+def run_reference(
+    texts: Sequence[str], dense_model: str, sparse_model: str, uri: str, *, device: str = "cpu"
+) -> IngestRun:
+    """Embed and insert ``texts`` the way the seeds show, into a new collection at ``uri``.
+
+    ``dense_model`` and ``sparse_model`` are local model directories (or hub ids).
+    """
+    from milvus_model.dense import SentenceTransformerEmbeddingFunction
+    from milvus_model.sparse import SpladeEmbeddingFunction
+
+    dense = SentenceTransformerEmbeddingFunction(model_name=dense_model, device=device)
+    splade = SpladeEmbeddingFunction(model_name=sparse_model, device=device)
+    # milvus-model 0.2.12 tokenizes with `batch_encode_plus`, which transformers 5 removed;
+    # for a list of texts it was `__call__` with the same arguments.
+    tokenizer = splade.model.tokenizer
+    if not hasattr(tokenizer, "batch_encode_plus"):
+        tokenizer.batch_encode_plus = tokenizer.__call__
+    client = connect(uri)
+    try:
+        schema = MilvusClient.create_schema(auto_id=True)
+        schema.add_field("id", DataType.INT64, is_primary=True)
+        schema.add_field("text", DataType.VARCHAR, max_length=65_535)
+        schema.add_field("dense", DataType.FLOAT_VECTOR, dim=dense.dim)
+        schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
+        index = client.prepare_index_params()
+        index.add_index("dense", index_type="FLAT", metric_type="IP")
+        index.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="IP")
+        client.create_collection("bench_reference", schema=schema, index_params=index)
+        started = time.perf_counter()
+        with ForwardTimer([dense.model, splade.model.model]) as timer:
+            for start in range(0, len(texts), REFERENCE_BATCH):
+                batch = list(texts[start : start + REFERENCE_BATCH])
+                vectors = dense.encode_documents(batch)
+                weights = splade.encode_documents(batch)
+                rows = [
+                    {"text": text, "dense": vectors[i], "sparse": weights[[i]]}
+                    for i, text in enumerate(batch)
+                ]
+                client.insert("bench_reference", rows)
+            client.flush("bench_reference")
+        seconds = time.perf_counter() - started
+    finally:
+        disconnect(client, uri)
+    return IngestRun("reference", len(texts), seconds, timer.seconds)

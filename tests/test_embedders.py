@@ -66,6 +66,11 @@ OVERVIEW = {
     "mistral": ("dense", "API"),
     "nomic": ("dense", "API"),
 }
+# Added for the offline multilingual profile (packaged weights).
+MULTILINGUAL = {
+    "multilingual-e5": ("dense", "open-source"),
+    "bm25-multilingual": ("sparse", "open-source"),
+}
 
 
 def clean_settings(**values) -> Settings:
@@ -95,7 +100,7 @@ def top_pages(hits) -> list[str]:
 # ----------------------------------------------------------------- registry
 def test_registry_lists_every_function_of_the_overview():
     rows = listing(clean_settings())
-    assert {row["name"]: (row["type"], row["access"]) for row in rows} == OVERVIEW
+    assert {row["name"]: (row["type"], row["access"]) for row in rows} == OVERVIEW | MULTILINGUAL
     for row in rows:
         assert all(name.startswith("RAG_") for name in row["settings"] + row["common_settings"])
     by_name = {row["name"]: row for row in rows}
@@ -107,7 +112,7 @@ def test_registry_lists_every_function_of_the_overview():
 def test_availability_says_what_runs_here_and_why():
     settings = clean_settings()
     here = {name: f.available(settings) for name, f in FUNCTIONS.items()}
-    for name in ("default", "sentence-transformer", "splade"):
+    for name in ("default", "sentence-transformer", "splade", "multilingual-e5"):
         assert here[name] == (True, "packaged weights")
     assert here["bm25"] == (True, "no weights: fitted on the ingested corpus")
     for name, model in (

@@ -6,6 +6,7 @@ import hashlib
 import importlib.util
 import json
 import re
+import unicodedata
 from collections.abc import Sequence
 from functools import lru_cache
 
@@ -17,9 +18,15 @@ ENGLISH_STOP_WORDS = frozenset(
     "a an and are as at be but by for if in into is it no not of on or such that the their "
     "then there these they this to was will with".split()
 )
-# Names the analyzer in the params fingerprint: change it whenever tokens would change.
-ANALYZER_ID = "word-lower-lucene_en_stop-snowball_en/1"
 _WORD = re.compile(r"\w+")
+# Scripts written without spaces between words: Han (CJK ideographs), Hiragana, Katakana,
+# Hangul syllables, Thai, Lao, Khmer, Myanmar. Runs of them become character bigrams.
+_UNSPACED = (
+    "\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff"
+    "\uac00-\ud7af\uf900-\ufaff"
+)
+_MULTILINGUAL_TOKEN = re.compile(rf"[{_UNSPACED}]+|[^\W{_UNSPACED}]+")
+_UNSPACED_RUN = re.compile(rf"[{_UNSPACED}]")
 
 
 class NotFittedError(RuntimeError):
@@ -27,12 +34,15 @@ class NotFittedError(RuntimeError):
 
 
 class EnglishAnalyzer:
-    """Text → terms: Unicode word runs (``\\w+``), lowercased, Lucene's English stop words
+    """English text → terms: Unicode word runs (``\\w+``), lowercased, Lucene's English stop words
     removed, then the Snowball English (Porter2) stemmer, which needs no data download.
 
     ``milvus_model``'s default analyzer does the same with NLTK's ``punkt_tab`` tokenizer and
     stop-word corpus, which it downloads at run time; this one runs offline.
     """
+
+    # Names the analyzer in the params fingerprint: change it whenever tokens would change.
+    id = "word-lower-lucene_en_stop-snowball_en/1"
 
     def __init__(self) -> None:
         from nltk.stem.snowball import SnowballStemmer
@@ -46,6 +56,34 @@ class EnglishAnalyzer:
             for word in _WORD.findall(text.lower())
             if word not in ENGLISH_STOP_WORDS
         ]
+
+
+class MultilingualAnalyzer:
+    """Text in any language → terms, with no dictionary and no download.
+
+    Text is NFKC-normalised and case-folded. Runs of letters and digits of space-separated
+    scripts are terms as they are (no stemming, no stop words: both are per language).
+    Runs of scripts written without spaces (Chinese, Japanese kana, Korean Hangul, Thai, Lao,
+    Khmer, Myanmar) become overlapping character bigrams (a lone character stays a unigram),
+    as Lucene's ``CJKBigramFilter`` does for CJK; bigram indexing is the standard
+    dictionary-free baseline for Chinese and Japanese retrieval (Kwok, 1997, "Comparing
+    representations in Chinese information retrieval", SIGIR).
+    """
+
+    id = "nfkc-casefold-word-unspaced_bigram/1"
+
+    def __call__(self, text: str) -> list[str]:
+        """The terms of ``text``, in order, repeats kept."""
+        terms: list[str] = []
+        for run in _MULTILINGUAL_TOKEN.findall(unicodedata.normalize("NFKC", text).casefold()):
+            if len(run) > 1 and _UNSPACED_RUN.match(run):
+                terms.extend(run[i : i + 2] for i in range(len(run) - 1))
+            else:
+                terms.append(run)
+        return terms
+
+
+ANALYZERS = {"english": EnglishAnalyzer, "multilingual": MultilingualAnalyzer}
 
 
 def _require_nltk() -> None:
@@ -77,20 +115,31 @@ class BM25Sparse:
 
     Args:
         k1, b, epsilon: BM25 parameters used by the next :meth:`fit`.
+        analyzer: ``english`` (:class:`EnglishAnalyzer`, function name ``bm25``) or
+            ``multilingual`` (:class:`MultilingualAnalyzer`, ``bm25-multilingual``).
 
     Raises:
         ImportError: NLTK or PyYAML is missing.
+        KeyError: an unknown analyzer.
     """
 
-    name = "bm25"
     max_tokens = 2**31 - 1  # no input limit
 
-    def __init__(self, *, k1: float = 1.5, b: float = 0.75, epsilon: float = 0.25) -> None:
+    def __init__(
+        self,
+        *,
+        k1: float = 1.5,
+        b: float = 0.75,
+        epsilon: float = 0.25,
+        analyzer: str = "english",
+    ) -> None:
         _require_nltk()
         from milvus_model.sparse.bm25.bm25 import BM25EmbeddingFunction
 
+        self.name = "bm25" if analyzer == "english" else f"bm25-{analyzer}"
+        self.analyzer = ANALYZERS[analyzer]()
         self.config = {"k1": float(k1), "b": float(b), "epsilon": float(epsilon)}
-        self.function = BM25EmbeddingFunction(analyzer=EnglishAnalyzer(), **self.config)
+        self.function = BM25EmbeddingFunction(analyzer=self.analyzer, **self.config)
         self.fingerprint = ""
         self._deferred = False
 
@@ -104,7 +153,7 @@ class BM25Sparse:
         f = self.function
         words = sorted(f.idf, key=lambda word: f.idf[word][1])
         record = {
-            "analyzer": ANALYZER_ID,
+            "analyzer": self.analyzer.id,
             "corpus_size": f.corpus_size,
             "avgdl": f.avgdl,
             "k1": f.k1,

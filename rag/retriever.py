@@ -8,6 +8,8 @@ from pymilvus import AnnSearchRequest, RRFRanker, WeightedRanker
 
 from rag.embedders.base import Embedder
 from rag.embedders.fitting import load_params
+from rag.fusion import convex_combination
+from rag.http import APIError
 from rag.settings import Fusion, SearchMode, Settings
 from rag.store import BM25_FIELD, DENSE_FIELD, SPARSE_FIELD, MilvusStore, sparse_to_milvus
 from rag.types import Hit
@@ -33,8 +35,11 @@ def make_ranker(fusion: Fusion, rrf_k: int = 60, weights: tuple[float, float] = 
     sums each list's normalised score times its weight (dense weight first).
 
     Raises:
-        ValueError: ``rrf_k < 1`` or weights negative / all zero.
+        ValueError: ``rrf_k < 1``, weights negative / all zero, or the ``convex`` fusion
+            (computed by ``rag.fusion``, not by a Milvus ranker).
     """
+    if fusion is Fusion.CONVEX:
+        raise ValueError("the convex fusion is computed by rag.fusion, not by a Milvus ranker")
     if fusion is Fusion.RRF:
         if rrf_k < 1:
             raise ValueError("rrf_k must be >= 1")
@@ -133,6 +138,24 @@ class Retriever:
                 hit.rank = hit.fused_rank = rank
         return hits
 
+    def search_or_fulltext(
+        self, query: str, *, mode: SearchMode = SearchMode.HYBRID, **options
+    ) -> tuple[list[Hit], SearchMode, str | None]:
+        """:meth:`search`, or, when an embedding API cannot embed the query (after its
+        retries), Milvus full-text BM25, which embeds nothing.
+
+        Returns the hits, the mode they come from, and a note saying why they are full-text
+        matches (``None`` when the search ran as asked).
+
+        Raises:
+            ValueError: see :meth:`search`.
+        """
+        try:
+            return self.search(query, mode=mode, **options), mode, None
+        except APIError as error:  # never raised in bm25 mode: it embeds nothing
+            note = f"the query could not be embedded, so these are full-text matches: {error}"
+            return self.search(query, mode=SearchMode.BM25, **options), SearchMode.BM25, note
+
     def _search(
         self,
         query: str,
@@ -148,7 +171,9 @@ class Retriever:
         """The ``top_k`` best chunks for ``query``, best first.
 
         ``hybrid`` sends two ``AnnSearchRequest`` (dense and sparse, ``candidates`` hits
-        each) to Milvus ``hybrid_search`` fused by RRF or weighted scores; ``dense`` and
+        each) to Milvus ``hybrid_search`` fused by RRF or weighted scores, or, with the
+        ``convex`` fusion, runs the two searches and fuses them here (``rag.fusion``, no
+        extra search for stage ranks); ``dense`` and
         ``sparse`` search one field; ``bm25`` runs Milvus's full-text BM25 on the chunk
         text (its scores are relevance, higher is better). With ``stage_ranks``, each hybrid
         hit also carries its rank and score in the dense and sparse lists (two more
@@ -185,6 +210,13 @@ class Retriever:
             raw = self.store.search(SPARSE_FIELD, sparse_rows, top_k, expr)
             return self._annotate([_hit(i + 1, r) for i, r in enumerate(raw)], "sparse")
 
+        if fusion is Fusion.CONVEX:
+            dense_raw = self.store.search(DENSE_FIELD, [dense], limit, expr)
+            sparse_raw = self.store.search(SPARSE_FIELD, sparse_rows, limit, expr)
+            hits = _convex(dense_raw, sparse_raw, weights, top_k)
+            _set_stage(hits, dense_raw, "dense")
+            _set_stage(hits, sparse_raw, "sparse")
+            return hits
         requests = [
             AnnSearchRequest([dense], DENSE_FIELD, {"metric_type": "IP"}, limit, expr=expr),
             AnnSearchRequest(sparse_rows, SPARSE_FIELD, {"metric_type": "IP"}, limit, expr=expr),
@@ -204,6 +236,22 @@ class Retriever:
             setattr(hit, f"{stage}_rank", hit.rank)
             setattr(hit, f"{stage}_score", hit.score)
         return hits
+
+
+def _convex(
+    dense_raw: list[dict], sparse_raw: list[dict], weights: tuple[float, float], top_k: int
+) -> list[Hit]:
+    """Hits of the two lists fused by :func:`rag.fusion.convex_combination`."""
+    rows = {str(r["id"]): r for r in (*sparse_raw, *dense_raw)}
+    fused = convex_combination(
+        [[(str(r["id"]), float(r["distance"])) for r in raw] for raw in (dense_raw, sparse_raw)],
+        weights,
+        top_k,
+    )
+    return [
+        _hit(rank, rows[chunk_id] | {"distance": score})
+        for rank, (chunk_id, score) in enumerate(fused, 1)
+    ]
 
 
 def _set_stage(hits: list[Hit], raw: list[dict], stage: str) -> None:

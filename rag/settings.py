@@ -24,10 +24,13 @@ class SearchMode(StrEnum):
 
 
 class Fusion(StrEnum):
-    """How Milvus fuses the dense and sparse result lists in ``hybrid_search``."""
+    """How the dense and sparse result lists are fused: by Milvus ``hybrid_search``
+    (``rrf``: ``RRFRanker``; ``weighted``: ``WeightedRanker``) or here (``convex``: weighted
+    sum of min-max normalised scores, ``rag.fusion``)."""
 
     RRF = "rrf"
     WEIGHTED = "weighted"
+    CONVEX = "convex"
 
 
 class Precision(StrEnum):

@@ -71,8 +71,12 @@ def test_source_prefix_restricts_hits(retriever, ingested):
     assert hits == []  # no chunk lives under the db's own folder
     folder = str(Path(retriever.search(KNOWN[1][0], top_k=1)[0].source).parent)
     hits = retriever.search(KNOWN[0][0], top_k=5, source_prefix=f"{folder}/hnsw")
-    assert hits and {Path(h.source).name for h in hits} <= {"hnsw.md", "hnsw-pq.md",
-                                                            "hnsw-prq.md", "hnsw-sq.md"}
+    assert hits and {Path(h.source).name for h in hits} <= {
+        "hnsw.md",
+        "hnsw-pq.md",
+        "hnsw-prq.md",
+        "hnsw-sq.md",
+    }
 
 
 def test_prefix_filter_quotes_the_prefix():
@@ -88,22 +92,84 @@ def test_empty_query_is_an_error(retriever):
 def test_cli_json_output(ingested):
     uri, collection, _ = ingested
     result = subprocess.run(
-        [sys.executable, "-m", "rag", "search", KNOWN[0][0], "--db", uri, "--collection",
-         collection, "--json", "--top-k", "5"],
-        capture_output=True, text=True, cwd=REPO, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "rag",
+            "search",
+            KNOWN[0][0],
+            "--db",
+            uri,
+            "--collection",
+            collection,
+            "--json",
+            "--top-k",
+            "5",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     hits = json.loads(result.stdout)
     assert [h["rank"] for h in hits] == [1, 2, 3, 4, 5]
-    assert set(hits[0]) == {"rank", "score", "chunk_id", "source", "title", "heading", "page",
-                            "text"}
+    assert set(hits[0]) == {
+        "rank",
+        "score",
+        "chunk_id",
+        "source",
+        "title",
+        "heading",
+        "page",
+        "text",
+    }
     assert KNOWN[0][1] & {Path(h["source"]).name for h in hits}
 
 
 def test_cli_on_a_missing_collection_says_what_to_do(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "rag", "search", "anything", "--db", str(tmp_path / "new.db")],
-        capture_output=True, text=True, cwd=REPO, timeout=300,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
     )
     assert result.returncode == 2
     assert "python -m ingest" in " ".join(result.stderr.split())
+
+
+def test_min_max_and_convex_combination_by_hand():
+    from rag.fusion import convex_combination, min_max
+
+    assert min_max([4.0, 2.0, 0.0]) == [1.0, 0.5, 0.0]
+    assert min_max([3.0, 3.0]) == [1.0, 1.0]
+    dense = [("a", 0.9), ("b", 0.7), ("c", 0.5)]  # normalised: a 1, b 0.5, c 0
+    sparse = [("c", 30.0), ("d", 20.0), ("a", 10.0)]  # normalised: c 1, d 0.5, a 0
+    fused = convex_combination([dense, sparse], (0.6, 0.4), top_k=3)
+    # a 0.6, c 0.4, b 0.3, d 0.2
+    assert [item for item, _ in fused] == ["a", "c", "b"]
+    assert [round(score, 6) for _, score in fused] == [0.6, 0.4, 0.3]
+    assert [i for i, _ in convex_combination([dense, sparse], (0.0, 1.0), 2)] == ["c", "d"]
+    with pytest.raises(ValueError, match="not all zero"):
+        convex_combination([dense, sparse], (0.0, 0.0), 2)
+
+
+def test_convex_fusion_fuses_the_two_real_lists(retriever):
+    question = KNOWN[1][0]
+    dense = retriever.search(question, top_k=50, mode=SearchMode.DENSE)
+    sparse = retriever.search(question, top_k=50, mode=SearchMode.SPARSE)
+    fused = retriever.search(question, top_k=8, fusion=Fusion.CONVEX, weights=(0.5, 0.5))
+    assert [h.rank for h in fused] == list(range(1, 9))
+    scores = [h.score for h in fused]
+    assert scores == sorted(scores, reverse=True) and 0 < scores[0] <= 1.0
+    by_id = {h.chunk_id: h for h in fused}
+    for hit in dense:
+        if hit.chunk_id in by_id:
+            assert by_id[hit.chunk_id].dense_rank == hit.rank
+    for hit in sparse:
+        if hit.chunk_id in by_id:
+            assert by_id[hit.chunk_id].sparse_rank == hit.rank
+    # All weight on one list gives that list's order.
+    only_dense = retriever.search(question, top_k=8, fusion=Fusion.CONVEX, weights=(1.0, 0.0))
+    assert [h.chunk_id for h in only_dense] == [h.chunk_id for h in dense[:8]]

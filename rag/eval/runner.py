@@ -49,18 +49,21 @@ class EvalMode(StrEnum):
     BM25 = "bm25"
     HYBRID_RRF = "hybrid-rrf"
     HYBRID_WEIGHTED = "hybrid-weighted"
+    HYBRID_CONVEX = "hybrid-convex"
 
     @property
     def search_mode(self) -> SearchMode:
         """The retriever's mode for this configuration."""
-        if self in (EvalMode.HYBRID_RRF, EvalMode.HYBRID_WEIGHTED):
+        if self.value.startswith("hybrid-"):
             return SearchMode.HYBRID
         return SearchMode(self.value)
 
     @property
     def fusion(self) -> Fusion:
         """The fusion of a hybrid configuration (RRF for the others, where it is unused)."""
-        return Fusion.WEIGHTED if self is EvalMode.HYBRID_WEIGHTED else Fusion.RRF
+        if self.value.startswith("hybrid-"):
+            return Fusion(self.value.removeprefix("hybrid-"))
+        return Fusion.RRF
 
 
 @dataclass(frozen=True)

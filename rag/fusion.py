@@ -1,0 +1,51 @@
+"""Fusion computed here: the convex combination of min-max normalised scores.
+
+Milvus fuses with ``RRFRanker`` or ``WeightedRanker`` (``rag.retriever.make_ranker``).
+``WeightedRanker`` normalises each list with ``0.5 + arctan(score)/π``, which is nearly
+linear for cosine scores in [-1, 1] but flat for learned-sparse inner products (SPLADE
+scores of 10–40 all land at 0.97–0.99), so the sparse list adds almost a constant. The
+convex combination normalises each list by its own minimum and maximum first, then sums
+``w_dense · dense' + w_sparse · sparse'`` (Bruch, Gai & Ingber, 2023, "An Analysis of Fusion
+Functions for Hybrid Retrieval", ACM TOIS 42(1), §4: convex combination with min-max
+normalisation outperforms RRF in- and out-of-domain). A hit missing from a list gets 0
+there, the normalised score of that list's last candidate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def min_max(scores: Sequence[float]) -> list[float]:
+    """``(s − min) / (max − min)`` for each score; all 1.0 when the scores are equal."""
+    if not scores:
+        return []
+    low, high = min(scores), max(scores)
+    if high == low:
+        return [1.0] * len(scores)
+    return [(s - low) / (high - low) for s in scores]
+
+
+def convex_combination(
+    lists: Sequence[Sequence[tuple[str, float]]], weights: Sequence[float], top_k: int
+) -> list[tuple[str, float]]:
+    """Fuse ranked ``(id, score)`` lists (higher score is better) into the ``top_k`` ids by
+    ``sum_i weights[i] · min_max(list_i)[id]``, best first; ties keep first-seen order.
+
+    Raises:
+        ValueError: lists and weights differ in number, a weight is negative or all are
+            zero, or ``top_k < 1``.
+    """
+    if len(lists) != len(weights):
+        raise ValueError(f"{len(lists)} lists for {len(weights)} weights")
+    if min(weights, default=0) < 0 or sum(weights) <= 0:
+        raise ValueError("weights must be non-negative and not all zero")
+    if top_k < 1:
+        raise ValueError("top_k must be >= 1")
+    fused: dict[str, float] = {}
+    for ranked, weight in zip(lists, weights, strict=True):
+        normalised = min_max([score for _, score in ranked])
+        for (item, _), score in zip(ranked, normalised, strict=True):
+            fused[item] = fused.get(item, 0.0) + weight * score
+    order = sorted(fused.items(), key=lambda pair: -pair[1])
+    return order[:top_k]

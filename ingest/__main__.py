@@ -14,6 +14,7 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+from rich.text import Text
 
 from ingest.discover import discover
 from ingest.pipeline import FileOutcome, Ingestor, Status
@@ -66,8 +67,10 @@ def main(
 ) -> None:
     """Ingest documents (md, txt, html, pdf, docx) into the Milvus collection.
 
-    Unchanged files are skipped, changed files replace their chunks. Exit code 1 when any
-    file failed, 2 when the store cannot be used.
+    Unchanged files are skipped, changed files replace their chunks. Every path that fails
+    gets one line ``failed PATH: reason`` (or ``error PATH: reason`` for a given path or a
+    folder that cannot be walked) on stderr; the summary counts every file's outcome and
+    what the walk skipped. Exit code 1 when any path failed, 2 when the store cannot be used.
     """
     overrides = {
         "milvus_uri": db,
@@ -82,7 +85,7 @@ def main(
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
     found = discover(paths, include, exclude, hidden)
     for path, reason in found.errors:
-        err.print(f"[red]error[/red] {path}: {reason}", highlight=False)
+        err.print(_problem("error", path, reason), soft_wrap=True)
 
     try:
         with err.status(f"loading embedder profile {resolve(settings).name}…"):
@@ -129,7 +132,7 @@ def main(
             progress.advance(files_task)
             if outcome.status is Status.FAILED:
                 progress.console.print(
-                    f"[red]failed[/red] {outcome.path}: {outcome.reason}", highlight=False
+                    _problem("failed", outcome.path, outcome.reason or ""), soft_wrap=True
                 )
 
         def on_chunks(n: int) -> None:
@@ -150,12 +153,20 @@ def main(
 
     print(f"{settings.collection} @ {settings.milvus_uri}")
     print(report.summary())
+    print(found.summary())
     if refitted is not None:
         print(refitted.describe())
     if report.failed or found.errors:
         n = len(report.failed) + len(found.errors)
         err.print(f"[red]{n} path(s) failed[/red]; see the lines above.", highlight=False)
         raise typer.Exit(1)
+
+
+def _problem(label: str, path: str, reason: str) -> Text:
+    """``label path: reason`` as one line, whatever the path holds: no markup is read from
+    it, and line breaks, other control characters and undecodable bytes show as escapes."""
+    line = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in f"{path}: {reason}")
+    return Text.assemble((label, "red"), " ", line)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import re
 
@@ -79,19 +80,17 @@ class Chunker:
             return [text.strip()] if text.strip() else []
         n = len(spans)
         words = [i for i in range(n) if i == 0 or spans[i][0] > spans[i - 1][1]]
-        sentences = {
-            i for i in words if text[: spans[i][0]].rstrip().endswith((".", "!", "?", ":"))
-        }
-        paragraphs = {
-            _first_token_at_or_after(spans, m.end()) for m in _PARAGRAPH_BREAK.finditer(text)
-        }
+        sentences = [i for i in words if _after_sentence_end(text, spans[i][0])]
+        paragraphs = sorted(
+            {_first_token_at_or_after(spans, m.end()) for m in _PARAGRAPH_BREAK.finditer(text)}
+        )
         word_starts = set(words)
         pieces: list[str] = []
         start = 0
         while start < n:
             end = min(start + self.chunk_size, n)
             if end < n:
-                end = self._cut(start, end, (paragraphs, sentences, word_starts))
+                end = self._cut(start, end, (paragraphs, sentences, words))
             piece = text[spans[start][0] : spans[end - 1][1]].strip()
             if piece:
                 pieces.append(piece)
@@ -104,13 +103,16 @@ class Chunker:
             start = next_start if next_start in word_starts else end
         return pieces
 
-    def _cut(self, start: int, end: int, preferences: tuple[set[int], ...]) -> int:
-        """The best token index in ``(start + chunk_size // 2, end]`` to end a chunk at."""
+    def _cut(self, start: int, end: int, preferences: tuple[list[int], ...]) -> int:
+        """The best token index in ``[start + chunk_size // 2, end]`` to end a chunk at.
+
+        ``preferences`` are sorted lists of candidate indices, best kind first.
+        """
         floor = start + max(1, self.chunk_size // 2)
         for candidates in preferences:
-            best = max((b for b in candidates if floor <= b <= end), default=None)
-            if best is not None:
-                return best
+            at = bisect.bisect_right(candidates, end) - 1
+            if at >= 0 and candidates[at] >= floor:
+                return candidates[at]
         return end
 
     def chunk(self, document: Document, file_hash: str) -> list[Chunk]:
@@ -133,6 +135,17 @@ class Chunker:
                     )
                 )
         return chunks
+
+
+def _after_sentence_end(text: str, offset: int) -> bool:
+    """Whether the last non-space character before ``offset`` ends a sentence (``.!?:``).
+
+    Scans back over the whitespace only, so checking every word of a text is linear.
+    """
+    at = offset - 1
+    while at >= 0 and text[at].isspace():
+        at -= 1
+    return at >= 0 and text[at] in ".!?:"
 
 
 def _first_token_at_or_after(spans: list[tuple[int, int]], offset: int) -> int:

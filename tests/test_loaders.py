@@ -153,6 +153,16 @@ def test_utf16_and_utf8_byte_order_marks(tmp_path: Path) -> None:
     assert document.sections[0].text == "Body"
 
 
+def test_utf8_with_a_few_damaged_bytes_keeps_its_text(tmp_path: Path) -> None:
+    data = "Привет, мир. Grüße.\n".encode() * 5 + b"caf\xe9 noir\n"
+    text = load_document(write(tmp_path, "mixed.txt", data)).sections[0].text
+    assert text.startswith("Привет, мир. Grüße.\nПривет") and text.endswith("caf\ufffd noir")
+    # Mostly damaged "UTF-8" is not taken for it: Windows-1252 text with one "é" in UTF-8.
+    legacy = "crème brûlée à la carte, déjà vu ".encode("cp1252") + "é".encode()
+    document = load_document(write(tmp_path, "legacy.txt", legacy))
+    assert document.sections[0].text.startswith("crème brûlée à la carte, déjà vu")
+
+
 def test_mac_roman_mojibake_is_repaired() -> None:
     document = load_document(FORMATS / "mojibake" / "pymilvus-blog.ru.md")
     assert document.title == "Представление интеграции PyMilvus с моделями встраивания"

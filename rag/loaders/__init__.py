@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import errno
 import importlib
+import os
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 
 from rag.types import Document, Section
 
-__all__ = ["SUPPORTED_SUFFIXES", "LoadError", "load_document"]
+__all__ = [
+    "SUPPORTED_SUFFIXES",
+    "FileBytes",
+    "LoadError",
+    "load_document",
+    "parse_document",
+    "read_file",
+]
 
 # Lower-case suffix -> the module of this package that parses it.
 _FORMATS: dict[str, str] = {
@@ -43,8 +52,23 @@ class LoadError(Exception):
         self.reason = reason
 
 
+@dataclass(frozen=True)
+class FileBytes:
+    """A file's content, read once.
+
+    Attributes:
+        data: every byte of the file (never empty).
+        mtime_ns: the file's modification time when it was read, ns since the epoch.
+    """
+
+    data: bytes
+    mtime_ns: int
+
+
 def load_document(path: Path, *, max_bytes: int = 50_000_000) -> Document:
     """Load one Markdown, plain-text, HTML, PDF or DOCX file as a `Document`.
+
+    The same as ``parse_document(path, read_file(path, max_bytes=max_bytes).data)``.
 
     Args:
         path: the file to load; its suffix (case-insensitive) picks the parser.
@@ -59,21 +83,70 @@ def load_document(path: Path, *, max_bytes: int = 50_000_000) -> Document:
         LoadError: the path is missing, not a regular file, unreadable, too large, of an
             unsupported type, or its content is empty, damaged or holds no text.
     """
+    return parse_document(path, read_file(path, max_bytes=max_bytes).data)
+
+
+def read_file(path: Path, *, max_bytes: int = 50_000_000) -> FileBytes:
+    """Read the bytes of a file of a supported type, once, for `parse_document`.
+
+    Reading once and parsing those very bytes lets a caller hash exactly what it parses,
+    even when the file changes meanwhile.
+
+    Args:
+        path: the file; symlinks are followed.
+        max_bytes: files larger than this are refused before being read (and a file that
+            grows past it while being read is refused too).
+
+    Returns:
+        The bytes and the modification time.
+
+    Raises:
+        LoadError: the path is missing, a dangling symlink or a symlink loop, not a regular
+            file (a folder, pipe, socket or device: never opened), unreadable, of an
+            unsupported type, larger than ``max_bytes``, or empty.
+    """
     size = _file_size(path)
-    suffix = path.suffix.lower()
-    if suffix not in _FORMATS:
-        shown = suffix or "no suffix"
-        raise LoadError(path, f"unsupported file type ({shown}); supported: {_supported()}")
+    _format(path)
     if size > max_bytes:
         raise LoadError(path, _too_large(size, max_bytes))
-    data = _read(path, max_bytes)
+    read = _read(path, max_bytes)
+    if not read.data:
+        raise LoadError(path, "empty file")
+    return read
+
+
+def parse_document(path: Path, data: bytes) -> Document:
+    """Parse the bytes of a file as a `Document`; nothing is read from disk.
+
+    Args:
+        path: the file the bytes came from: its suffix (case-insensitive) picks the parser,
+            it is the document's ``source`` and it is named in errors.
+        data: the file's bytes, as `read_file` returns them.
+
+    Returns:
+        The document, as `load_document` describes it.
+
+    Raises:
+        LoadError: the suffix is unsupported, or the content is empty, damaged or holds no
+            text.
+    """
+    module = _format(path)
     if not data:
         raise LoadError(path, "empty file")
     # Imported on use: the format modules import LoadError from this package, and pypdf,
     # python-docx and lxml are only loaded once a file needs them.
-    parser = importlib.import_module(f"{__name__}.{_FORMATS[suffix]}")
+    parser = importlib.import_module(f"{__name__}.{module}")
     title, sections = parser.parse(path, data)
     return Document(source=str(path), title=title or path.stem, sections=sections)
+
+
+def _format(path: Path) -> str:
+    """The name of the format module that parses ``path``, chosen by its suffix."""
+    suffix = path.suffix.lower()
+    if suffix not in _FORMATS:
+        shown = suffix or "no suffix"
+        raise LoadError(path, f"unsupported file type ({shown}); supported: {_supported()}")
+    return _FORMATS[suffix]
 
 
 def _supported() -> str:
@@ -92,16 +165,17 @@ def _file_size(path: Path) -> int:
     return info.st_size
 
 
-def _read(path: Path, max_bytes: int) -> bytes:
+def _read(path: Path, max_bytes: int) -> FileBytes:
     """The file's bytes, read once, refused past ``max_bytes`` (it may have grown)."""
     try:
         with path.open("rb") as handle:
             data = handle.read(max_bytes + 1)
+            mtime_ns = os.fstat(handle.fileno()).st_mtime_ns
     except OSError as exc:
         raise LoadError(path, _os_reason(path, exc)) from exc
     if len(data) > max_bytes:
         raise LoadError(path, _too_large(len(data), max_bytes))
-    return data
+    return FileBytes(data, mtime_ns)
 
 
 def _not_regular(mode: int) -> str:

@@ -40,6 +40,10 @@ _FTFY_CONFIG = ftfy.TextFixerConfig(
     explain=False,
 )
 
+# Valid UTF-8 multi-byte characters per invalid sequence, at least, to read UTF-8 with a few
+# damaged bytes as UTF-8 (the damage replaced by U+FFFD) rather than guess another encoding.
+_DAMAGED_UTF8_RATIO = 10
+
 # The code page most legacy Western text was written in; the tie-breaker between guesses.
 _PREFERRED_LEGACY = "cp1252"
 
@@ -48,7 +52,8 @@ def decode_text(path: Path, data: bytes) -> str:
     """Decode the bytes of a text-typed file (Markdown, plain text, HTML) to clean text.
 
     UTF-8 (a BOM is dropped) is tried first, then UTF-16/32 when a BOM says so, then
-    charset-normalizer's best guess. Mojibake is repaired afterwards: ftfy's fixes, and
+    UTF-8 with a few damaged bytes (each replaced by U+FFFD), then charset-normalizer's
+    best guess. Mojibake is repaired afterwards: ftfy's fixes, and
     UTF-8 that was once decoded as Mac Roman, which ftfy leaves alone.
 
     Args:
@@ -80,7 +85,7 @@ def _reject_binary(path: Path, data: bytes) -> None:
 
 
 def _decode(path: Path, data: bytes) -> str:
-    """Turn bytes into text: BOM, then UTF-8, then the best legacy-encoding guess."""
+    """Turn bytes into text: BOM, UTF-8, damaged UTF-8, then the best legacy guess."""
     for bom, codec in _BOMS:
         if data.startswith(bom):
             try:
@@ -92,7 +97,21 @@ def _decode(path: Path, data: bytes) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
-        return _guess_legacy(path, data)
+        damaged = _damaged_utf8(data)
+    return damaged if damaged is not None else _guess_legacy(path, data)
+
+
+def _damaged_utf8(data: bytes) -> str | None:
+    """``data`` as UTF-8 with its few invalid bytes replaced by U+FFFD, if it is that.
+
+    It is when its valid multi-byte characters outnumber its invalid sequences at least
+    ten to one: text in a legacy 8-bit code page (Latin-1, Windows-1252) hardly ever forms
+    a valid UTF-8 multi-byte sequence, so it is left to the guess.
+    """
+    text = data.decode("utf-8", errors="replace")
+    invalid = text.count("\ufffd") - data.count("\ufffd".encode())
+    multibyte = sum(1 for char in text if not char.isascii()) - text.count("\ufffd")
+    return text if multibyte >= _DAMAGED_UTF8_RATIO * invalid else None
 
 
 def _guess_legacy(path: Path, data: bytes) -> str:

@@ -1,0 +1,52 @@
+"""`python -m rag.bench` runs its three benchmarks end to end on small real inputs (speed is
+reported, never asserted: the figures go to docs/BENCHMARKS.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import SHARED_DATA
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _bench(*args: str) -> dict:
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "RAG_NUM_THREADS": "2"}
+    result = subprocess.run(
+        [sys.executable, "-m", "rag.bench", *args, "--json"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=900, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout)
+
+
+@pytest.mark.slow
+def test_ingest_runs_both_paths_on_the_same_chunks(tmp_path):
+    result = _bench("ingest", "--corpus", str(SHARED_DATA / "beir" / "scifact"),
+                    "--limit-docs", "12", "--db-dir", str(tmp_path))  # fmt: skip
+    reference, ours = result["runs"]
+    assert (reference["path"], ours["path"]) == ("reference", "ours")
+    assert result["documents"] == 12 and ours["chunks"] == reference["chunks"] >= 12
+    for run in (reference, ours):
+        assert 0 < run["forward_seconds"] < run["seconds"]
+        assert 0 < run["outside_forward_share"] < 1
+    assert result["ratio"] == pytest.approx(ours["chunks_per_s"] / reference["chunks_per_s"],
+                                            rel=0.02)  # fmt: skip
+    assert list(tmp_path.iterdir()) == []  # the two dbs were temporary
+
+
+@pytest.mark.slow
+def test_query_and_startup_run_against_an_ingested_collection(ingested):
+    uri, collection, report = ingested
+    result = _bench("query", "--db", uri, "--collection", collection, "-n", "12")
+    assert result["chunks"] == report.chunks_written and result["queries"] == 12
+    latency = result["embed_search"]
+    assert 0 < latency["p50_ms"] <= latency["p95_ms"] <= latency["p99_ms"]
+    assert result["peak_rss_mb"] > 0 and result["db_size_mb"] > 0
+    startup = _bench("startup", "--db", uri, "--collection", collection, "--repeat", "1")
+    assert len(startup["seconds"]) == 1 and startup["seconds"][0] > 0

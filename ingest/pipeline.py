@@ -1,11 +1,36 @@
 """The ingest run: load → chunk → embed → store, per file, idempotent and crash-safe.
 
-A file's version is committed in three steps: (1) upsert its chunks that are not stored yet
-(ids derive from content, so a re-run writes the same ids), (2) delete its stored chunks
-that the new version no longer has, (3) write its manifest row (path, sha256, chunk count).
-A file whose manifest hash equals its current hash is complete and skipped. A run killed
-between any two steps leaves a file whose manifest hash is stale or missing, so the next run
-redoes the three steps and converges to exactly the new version's chunks.
+A changed file switches to its new version in one logical step, journaled so that a run
+killed at any moment can be completed or reverted by the next one:
+
+1. The new chunks of a batch of files are embedded (nothing is written yet).
+2. Every file's switch is journaled in ``<collection>__journal``: its new manifest row, the
+   ids of its new chunks that are not stored (*added*) and the ids of its stored chunks that
+   the new version lacks (*stale*). Chunk ids derive from source, position and text, so
+   unchanged chunks keep their ids and are neither written nor deleted.
+3. Per file: upsert the added chunks, delete the stale ones, write the manifest row. The
+   switch is committed once its last added chunk is stored.
+4. The batch's journal rows are deleted.
+
+Recovery: every run (:meth:`Ingestor.run`, :meth:`Ingestor.prune`) first replays the journal
+(:meth:`Ingestor.recover`). A switch whose added chunks are all stored is finished (stale
+chunks deleted, manifest row written); any other switch has deleted nothing yet and is undone
+(the added chunks it wrote are deleted: the file keeps its committed version, or has no chunks
+if it was new). The decision reads the store only; a file that has changed or vanished since
+is then ingested, or removed by ``--prune``, as usual. Milvus Lite appends each write to the
+collection's write-ahead log before the call returns, so a ``kill -9`` of the process loses no
+acknowledged write (a power loss can: the log is not fsynced per write). After the replay,
+every file holds exactly the chunks of the version its manifest row names (none without a row).
+A file whose manifest hash and chunking equal its current ones is complete and skipped.
+
+What a concurrent reader (a search on a served db) can see: Milvus has no transaction over
+several rows or collections, so a switch is not isolated. While a file switches, a search can
+return chunks of its old and new versions together: always every chunk of one of them, never a
+chunk of a third. The window is one file's upsert and delete (not a batch's); after a crash it
+lasts until the next run's replay. The manifest names the old version until the switch commits.
+The journal assumes one ingest per collection at a time (a second one would replay the first
+one's open switches): Milvus Lite allows one process per db; on a server, run one ingest per
+collection at a time.
 """
 
 from __future__ import annotations
@@ -20,9 +45,9 @@ from enum import StrEnum
 from pathlib import Path
 
 from rag.chunking import Chunker, embedding_text
-from rag.embedders.base import Embedder
-from rag.loaders import LoadError, load_document
-from rag.store import FileRecord, MilvusStore
+from rag.embedders.base import Embedder, Embeddings
+from rag.loaders import LoadError, parse_document, read_file
+from rag.store import FileRecord, FileSwitch, MilvusStore
 from rag.types import Chunk
 
 
@@ -34,6 +59,13 @@ class Status(StrEnum):
     UNCHANGED = "unchanged"
     FAILED = "failed"
     PRUNED = "pruned"
+
+
+class Recovery(StrEnum):
+    """What the journal replay did to a switch a previous run left unfinished."""
+
+    FINISHED = "finished"
+    UNDONE = "undone"
 
 
 @dataclass(frozen=True)
@@ -48,9 +80,10 @@ class FileOutcome:
 
 @dataclass
 class IngestReport:
-    """Every file's outcome and the run's totals."""
+    """Every file's outcome, the switches recovered from an earlier run, and the totals."""
 
     outcomes: list[FileOutcome] = field(default_factory=list)
+    recovered: dict[str, Recovery] = field(default_factory=dict)
     seconds: float = 0.0
 
     def count(self, status: Status) -> int:
@@ -68,20 +101,22 @@ class IngestReport:
         return [o for o in self.outcomes if o.status is Status.FAILED]
 
     def summary(self) -> str:
-        """One line: files per status, chunks written, seconds, chunks per second."""
+        """One line: files per status, interrupted switches recovered (if any), chunks
+        written, seconds, chunks per second."""
         counts = Counter(o.status for o in self.outcomes)
         files = ", ".join(f"{counts[s]} {s.value}" for s in Status)
+        recovered = Counter(self.recovered.values())
+        interrupted = (
+            f" · interrupted by an earlier run: {recovered[Recovery.FINISHED]} finished, "
+            f"{recovered[Recovery.UNDONE]} undone"
+            if recovered
+            else ""
+        )
         rate = self.chunks_written / self.seconds if self.seconds > 0 else 0.0
         return (
-            f"files: {files} · chunks written: {self.chunks_written} · "
+            f"files: {files}{interrupted} · chunks written: {self.chunks_written} · "
             f"{self.seconds:.1f} s · {rate:.1f} chunks/s"
         )
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 hex of a file's bytes (streamed)."""
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 @dataclass
@@ -131,11 +166,17 @@ class Ingestor:
         """Ingest ``files`` (absolute paths); returns every file's outcome.
 
         ``on_file`` is called once per finished file and ``on_chunks`` with the number of
-        chunks written after each embedding batch (for progress bars). A file that fails
-        to load keeps whatever version of it was stored before.
+        chunks written after each file's upsert (for progress bars). A file that fails to
+        load keeps whatever version of it was stored before. The run first replays the switch
+        journal (:meth:`recover`) and ends with a flush of the chunk and manifest collections.
+
+        Raises:
+            Exception: whatever the store raises outside a file's writes (replaying the
+                journal, reading the manifest, flushing): the store is unusable; the journal
+                stays for the next run.
         """
         started = time.perf_counter()
-        report = IngestReport()
+        report = IngestReport(recovered=self.recover())
         manifest = self.store.files()
         pending: list[_Pending] = []
 
@@ -156,28 +197,56 @@ class Ingestor:
                 pending = []
         for done in self._flush(pending, on_chunks):
             finish(done)
+        self.store.flush()
         report.seconds = time.perf_counter() - started
         return report
+
+    def recover(self) -> dict[str, Recovery]:
+        """Replay the switch journal: finish or undo every switch that an earlier run (killed,
+        or whose write failed) left open; see the module docstring.
+
+        Returns:
+            The recovered files' sources, each with what was done.
+
+        Raises:
+            Exception: whatever the store raises; the journal stays for the next run.
+        """
+        journal = self.store.journal()
+        recovered = {}
+        for source, switch in journal.items():
+            if switch is None:  # stopped while journaling: none of its chunks was written
+                recovered[source] = Recovery.UNDONE
+            elif len(self.store.existing_chunk_ids(switch.added)) == len(switch.added):
+                self.store.delete_chunks(switch.stale)
+                self.store.commit_file(switch.record)
+                recovered[source] = Recovery.FINISHED
+            else:
+                self.store.delete_chunks(switch.added)
+                recovered[source] = Recovery.UNDONE
+        self.store.end_switches(journal)
+        return recovered
 
     def _prepare(
         self, path: Path, stored: FileRecord | None
     ) -> tuple[FileOutcome | None, _Pending | None]:
-        """Hash, load and chunk one file; an outcome if it needs no embedding."""
+        """Read, hash, load and chunk one file; an outcome if it needs no embedding.
+
+        The file is read once and the bytes that are hashed are the bytes that are parsed,
+        so the stored hash always matches the stored text: a file changed during the run is
+        stored as the version that was read, and the next run sees the change.
+        """
         source = str(path)
+        if not _utf8(source):
+            return FileOutcome(source, Status.FAILED, reason=_NOT_UTF8_PATH), None
         try:
-            stat = path.stat()
-            if stat.st_size > self.max_bytes:
-                # load_document would refuse it too; checked first to avoid hashing it.
-                load_document(path, max_bytes=self.max_bytes)
-            file_hash = file_sha256(path)
+            read = read_file(path, max_bytes=self.max_bytes)
+            file_hash = hashlib.sha256(read.data).hexdigest()
             chunking = self.chunker.signature
             if stored is not None and (stored.file_hash, stored.chunking) == (file_hash, chunking):
                 return FileOutcome(source, Status.UNCHANGED), None
-            document = load_document(path, max_bytes=self.max_bytes)
+            document = parse_document(path, read.data)
         except LoadError as error:
             return FileOutcome(source, Status.FAILED, reason=error.reason), None
-        except OSError as error:
-            return FileOutcome(source, Status.FAILED, reason=_os_reason(error)), None
         chunks = self.chunker.chunk(document, file_hash)
         if not chunks:
             return FileOutcome(source, Status.FAILED, reason="no text to index"), None
@@ -187,8 +256,8 @@ class Ingestor:
             source,
             file_hash,
             chunking,
-            stat.st_size,
-            stat.st_mtime_ns,
+            len(read.data),
+            read.mtime_ns,
             len(chunks),
             int(time.time()),
         )
@@ -199,32 +268,60 @@ class Ingestor:
     def _flush(
         self, pending: list[_Pending], on_chunks: Callable[[int], None] | None
     ) -> list[FileOutcome]:
-        """Embed and write the pending files' new chunks, then commit each file.
+        """Embed the pending files' new chunks in one pass, then switch each file to its new
+        version (journal, upsert, delete stale, commit; see the module docstring).
 
-        If embedding or writing fails, every pending file fails with the reason; whatever
-        was stored before for those files stays (nothing was deleted yet).
+        If embedding fails, every pending file fails with the reason and nothing is written.
+        If a write fails, the files not committed yet fail with the reason, and the journal is
+        replayed at once (:meth:`recover`), so every file holds one whole version.
         """
+        if not pending:
+            return []
         chunks = [c for p in pending for c in p.new_chunks]
-        if chunks:
-            try:
-                embeddings = self.embedder.encode_documents([embedding_text(c) for c in chunks])
-                self.store.upsert_chunks(chunks, embeddings)
-            except Exception as error:  # noqa: BLE001 - reported per file, the run goes on
-                reason = f"embedding or storing failed: {type(error).__name__}: {error}"
-                return [FileOutcome(p.record.source, Status.FAILED, reason=reason) for p in pending]
-            if on_chunks:
-                on_chunks(len(chunks))
-        outcomes = []
-        for item in pending:
-            self.store.delete_chunks(item.stale_ids)
-            self.store.commit_file(item.record)
-            outcomes.append(FileOutcome(item.record.source, item.status, len(item.new_chunks)))
+        try:
+            texts = [embedding_text(c) for c in chunks]
+            embeddings = self.embedder.encode_documents(texts) if chunks else None
+        except Exception as error:  # noqa: BLE001 - reported per file, the run goes on
+            reason = f"embedding failed: {type(error).__name__}: {error}"
+            return [FileOutcome(p.record.source, Status.FAILED, reason=reason) for p in pending]
+        switches = [
+            FileSwitch(
+                p.record, frozenset(c.chunk_id for c in p.new_chunks), frozenset(p.stale_ids)
+            )
+            for p in pending
+        ]
+        outcomes: list[FileOutcome] = []
+        try:
+            self.store.begin_switches(switches)
+            row = 0
+            for item in pending:
+                if item.new_chunks:  # then `embeddings` holds its rows, in order
+                    rows = slice(row, row + len(item.new_chunks))
+                    row = rows.stop
+                    self.store.upsert_chunks(
+                        item.new_chunks, Embeddings(embeddings.dense[rows], embeddings.sparse[rows])
+                    )
+                    if on_chunks:
+                        on_chunks(len(item.new_chunks))
+                self.store.delete_chunks(item.stale_ids)
+                self.store.commit_file(item.record)
+                outcomes.append(FileOutcome(item.record.source, item.status, len(item.new_chunks)))
+            self.store.end_switches(p.record.source for p in pending)
+        except Exception as error:  # noqa: BLE001 - reported per file, the run goes on
+            reason = f"storing failed: {type(error).__name__}: {error}"
+            self.recover()
+            outcomes += [
+                FileOutcome(p.record.source, Status.FAILED, reason=reason)
+                for p in pending[len(outcomes) :]
+            ]
         return outcomes
 
     def prune(self, roots: list[Path], keep: set[str]) -> list[FileOutcome]:
         """Delete the chunks of stored files under ``roots`` that are not in ``keep``
         and no longer exist on disk, including chunks of files whose ingest never
-        completed (in no manifest row)."""
+        completed (in no manifest row). Replays the switch journal first (:meth:`recover`)
+        and flushes when anything was pruned."""
+        self.recover()
         prefixes = [str(root).rstrip(os.sep) + os.sep for root in roots]
         outcomes = []
         for source in sorted(set(self.store.files()) | self.store.sources()):
@@ -232,14 +329,18 @@ class Ingestor:
             if inside and source not in keep and not os.path.lexists(source):
                 self.store.forget_file(source)
                 outcomes.append(FileOutcome(source, Status.PRUNED))
+        if outcomes:
+            self.store.flush()
         return outcomes
 
 
-def _os_reason(error: OSError) -> str:
-    if isinstance(error, FileNotFoundError):
-        return "file not found (deleted during the run?)"
-    if isinstance(error, PermissionError):
-        return "permission denied"
-    if isinstance(error, IsADirectoryError):
-        return "is a directory"
-    return error.strerror or str(error)
+_NOT_UTF8_PATH = "path is not valid UTF-8 (it cannot be stored; rename it)"
+
+
+def _utf8(source: str) -> bool:
+    """Whether a path can be stored: its undecodable bytes (surrogate escapes) cannot."""
+    try:
+        source.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -203,7 +203,9 @@ def _fit_bytes(value: str, limit: int) -> str:
 
 
 def _quote(value: str) -> str:
-    return json.dumps(value)  # a Milvus string literal: double quotes, escaped
+    # A Milvus string literal: double quotes, escaped. Milvus reads no \u escapes, so
+    # non-ASCII characters stay as they are.
+    return json.dumps(value, ensure_ascii=False)
 
 
 # Milvus Lite serves a local db from an in-process server shared by every client of the same
@@ -246,8 +248,8 @@ def connect(uri: str, token: str | None = None) -> MilvusClient:
             raise StoreLockedError(
                 f"the Milvus Lite db {uri} is in use by another process (Milvus Lite allows "
                 "one process per db). Stop that process, or serve the db to several "
-                f"processes with `milvus-lite server --data-dir {uri} --host 127.0.0.1 --port "
-                "19530` and use RAG_MILVUS_URI=http://127.0.0.1:19530 (or --db)."
+                f"processes: run `python -m rag serve-db --db {uri}` when no other process "
+                "has it open, and use RAG_MILVUS_URI=http://127.0.0.1:19530 (or --db)."
             )
     try:
         client = MilvusClient(uri=uri, token=token or "")
@@ -330,6 +332,8 @@ class MilvusStore:
                         "(python -m ingest PATH)"
                     )
                 store._create(profile)
+            if not store.client.has_collection(store.files_collection):
+                store._create_manifest()  # new, or a run was killed between the two creations
             store.profile = store._recorded_profile()
             if profile is not None:
                 store.check_profile(profile)
@@ -404,6 +408,8 @@ class MilvusStore:
             index_params=index,
             properties={PROFILE_PROPERTY: json.dumps(asdict(profile))},
         )
+
+    def _create_manifest(self) -> None:
         files = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
         files.add_field("source", DataType.VARCHAR, is_primary=True, max_length=2_048)
         files.add_field("file_hash", DataType.VARCHAR, max_length=64)

@@ -1,4 +1,5 @@
-"""`python -m rag`: search the collection, answer questions with citations, serve a local LLM."""
+"""`python -m rag`: search the collection, answer questions with citations, serve a local LLM
+or the Milvus Lite db."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from rag import db_server
 from rag.answer import LLM, AnswerStream
 from rag.chunking import context_line
 from rag.embedders import PROFILES, UnknownProfileError
@@ -20,7 +22,7 @@ from rag.llm_server import DEFAULT_MODEL as DEFAULT_LLM
 from rag.llm_server import serve as serve_llm_forever
 from rag.rerankers import RERANKERS, RerankError, build_reranker
 from rag.retriever import Retriever
-from rag.settings import Fusion, SearchMode, Settings, parse_weights
+from rag.settings import DEFAULT_DB, Fusion, SearchMode, Settings, parse_weights
 from rag.store import StoreError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -70,13 +72,19 @@ def _settings(**overrides) -> Settings:
     return Settings(**{names.get(k, k): v for k, v in overrides.items() if v is not None})
 
 
+def _warn(message: str) -> None:
+    err.print(f"[yellow]warning[/yellow] {escape(message)}", highlight=False, soft_wrap=True)
+
+
 def _retrieve(settings: Settings, query: str, source_prefix: str | None) -> tuple[list, bool]:
     """The ranked hits of ``query`` (reranked when the settings name a reranker) and whether
-    they were reranked; a store or reranker problem exits with code 2."""
+    they were reranked. A query that an embedding API cannot embed is searched by full-text
+    BM25, and a reranker that fails keeps the retrieved order, each with a warning on stderr;
+    a store problem, or a reranker or embedder that cannot be built, exits with code 2."""
     try:
         retriever = Retriever.from_settings(settings)
         reranker = build_reranker(settings, retriever.embedder)
-        hits = retriever.search(
+        hits, _, fallback = retriever.search_or_fulltext(
             query,
             top_k=max(settings.top_k, settings.rerank_candidates) if reranker else settings.top_k,
             mode=settings.mode,
@@ -86,12 +94,17 @@ def _retrieve(settings: Settings, query: str, source_prefix: str | None) -> tupl
             source_prefix=source_prefix,
         )
         retriever.store.close()
-        if reranker is not None:
-            hits = reranker.rerank(query, hits, settings.top_k)
     except (StoreError, ValueError, RerankError, OSError, APIError) as error:
         err.print(f"[red]error[/red] {escape(str(error))}", highlight=False)
         raise typer.Exit(2) from None
-    return hits, reranker is not None
+    if fallback:
+        _warn(fallback)
+    if reranker is not None:
+        try:
+            return reranker.rerank(query, hits, settings.top_k), True
+        except RerankError as error:
+            _warn(f"reranking failed, retrieved order kept: {error}")
+    return hits[: settings.top_k], False
 
 
 def _hits_json(hits: list, reranked: bool) -> list[dict]:
@@ -135,8 +148,17 @@ def search(
     these options); when they name none, the one the collection records.
     """
     settings = _settings(
-        db=db, collection=collection, top_k=top_k, mode=mode, fusion=fusion, rrf_k=rrf_k,
-        weights=weights, rerank=rerank, profile=profile, dense=dense, sparse=sparse,
+        db=db,
+        collection=collection,
+        top_k=top_k,
+        mode=mode,
+        fusion=fusion,
+        rrf_k=rrf_k,
+        weights=weights,
+        rerank=rerank,
+        profile=profile,
+        dense=dense,
+        sparse=sparse,
     )
     hits, reranked = _retrieve(settings, query, source_prefix)
     if as_json:
@@ -175,9 +197,19 @@ def answer(
     with the reason, and the exit code is 0.
     """
     settings = _settings(
-        db=db, collection=collection, top_k=top_k, mode=mode, fusion=fusion, rrf_k=rrf_k,
-        weights=weights, rerank=rerank, profile=profile, dense=dense, sparse=sparse,
-        llm_base_url=llm_url, llm_model=llm_model,
+        db=db,
+        collection=collection,
+        top_k=top_k,
+        mode=mode,
+        fusion=fusion,
+        rrf_k=rrf_k,
+        weights=weights,
+        rerank=rerank,
+        profile=profile,
+        dense=dense,
+        sparse=sparse,
+        llm_base_url=llm_url,
+        llm_model=llm_model,
     )
     hits, reranked = _retrieve(settings, question, source_prefix)
     stream = AnswerStream(question, hits, LLM.from_settings(settings), settings.llm_passages)
@@ -234,6 +266,30 @@ def serve_llm(
     try:
         serve_llm_forever(ready, model=model, host=host, port=port, threads=threads, n_ctx=ctx)
     except (FileNotFoundError, RuntimeError) as error:
+        err.print(f"[red]error[/red] {escape(str(error))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+@app.command("serve-db")
+def serve_db(
+    db: Annotated[str, typer.Option(help="The Milvus Lite db to serve.")] = str(DEFAULT_DB),
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (0: a free one).")] = db_server.DEFAULT_PORT,
+    workers: Annotated[
+        int, typer.Option(help="Requests served at once (gRPC threads).")
+    ] = db_server.DEFAULT_WORKERS,
+) -> None:
+    """Serve a Milvus Lite db (default data/milvus.db) with `milvus-lite server` until Ctrl+C,
+    so that the app, ingests and searches use it at the same time through
+    RAG_MILVUS_URI=http://HOST:PORT. Exit code 2 when the db is in use by another process
+    or the port cannot be bound."""
+
+    def ready(uri: str) -> None:
+        print(f"serving {db} on {uri} — use RAG_MILVUS_URI={uri}", flush=True)
+
+    try:
+        db_server.serve(ready, db, host=host, port=port, workers=workers)
+    except StoreError as error:
         err.print(f"[red]error[/red] {escape(str(error))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 

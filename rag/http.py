@@ -111,7 +111,9 @@ class JSONClient:
                     wait = min(self.max_backoff, after)
             if attempt + 1 < attempts:
                 self.sleep(wait)
-        raise APIError(f"{self.provider}: POST {url} failed {attempts} times; last: {failure}")
+        raise APIError(
+            self._redact(f"{self.provider}: POST {url} failed {attempts} times; last: {failure}")
+        )
 
     def _redact(self, text: str) -> str:
         return text.replace(self.api_key, "***")
@@ -120,8 +122,10 @@ class JSONClient:
         status = response.status_code
         if status in (401, 403):
             raise APIAuthError(
-                f"{self.provider} refused the API key (HTTP {status} from {url}): check "
-                f"{self.key_setting}"
+                self._redact(
+                    f"{self.provider} refused the API key (HTTP {status} from {url}): check "
+                    f"{self.key_setting}"
+                )
             )
         if status != 429 and status < 500:
             detail = self._redact(" ".join(response.text[:300].split()))
@@ -133,5 +137,7 @@ class JSONClient:
         except ValueError:
             payload = None
         if not isinstance(payload, dict):
-            raise APIError(f"{self.provider}: {url} answered with a body that is not JSON")
+            raise APIError(
+                self._redact(f"{self.provider}: {url} answered with a body that is not JSON")
+            )
         return payload

@@ -28,6 +28,36 @@ def milvus_docs_subset() -> list[Path]:
     )
 
 
+# A recognisable fake API key: tests check that it appears in no output, log or page.
+API_KEY = "sk-FAKE-KEY-DO-NOT-LEAK-123456"
+
+
+def build_api_db(folder: Path, base_url: str) -> str:
+    """A Milvus Lite db in ``folder`` built by the OpenAI function at ``base_url`` (a
+    ``fake_llm.FakeLLM``'s /embeddings, key :data:`API_KEY`) with SPLADE-tiny, from three
+    real pages; returns its URI (closed)."""
+    from pydantic import SecretStr
+
+    from ingest.pipeline import Ingestor
+    from rag.chunking import Chunker
+    from rag.embedders import build_embedder
+    from rag.settings import Settings
+    from rag.store import CollectionProfile, MilvusStore
+
+    settings = Settings(
+        _env_file=None, dense="openai", sparse="splade", openai_base_url=base_url,
+        openai_api_key=SecretStr(API_KEY), openai_model="fake-embed",
+    )
+    embedder = build_embedder(settings)
+    uri = str(folder / "milvus.db")
+    store = MilvusStore.open(uri, "docs", CollectionProfile.of(embedder))
+    chunker = Chunker(embedder.tokenizer, settings.chunk_size, settings.chunk_overlap)
+    report = Ingestor(store, embedder, chunker).run(milvus_docs_subset()[:3])
+    store.close()
+    assert report.chunks_written > 0 and not report.failed
+    return uri
+
+
 @pytest.fixture(scope="session")
 def settings():
     """Default settings (the offline profile), isolated from any `.env` of the developer."""
@@ -70,6 +100,38 @@ def ingested(tmp_path_factory, settings, embedder, docs_folder):
     report = Ingestor(store, embedder, chunker).run(discover([docs_folder]).files)
     store.close()
     return uri, "docs", report
+
+
+def free_port() -> int:
+    """A loopback port that nothing listens on (for now)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def serve_db(data_dir: Path, log: Path):
+    """Start `python -m rag serve-db` (the documented way to share a db) on ``data_dir`` and a
+    free loopback port, its output in ``log``; returns ``(process, uri)`` once the server
+    accepts connections. The caller terminates the process."""
+    import re
+    import subprocess
+    import sys
+
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "rag", "serve-db", "--db", str(data_dir), "--port", "0"],
+            cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, stderr=output,
+            text=True,
+        )
+    line = process.stdout.readline()
+    match = re.search(r" on (http://127\.0\.0\.1:\d+) ", line)
+    if match is None:
+        process.kill()
+        process.wait()
+        pytest.fail(f"serve-db said {line!r}; log: {log.read_text()[-2000:]}")
+    return process, match.group(1)
 
 
 @pytest.fixture(scope="session")

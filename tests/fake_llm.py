@@ -1,7 +1,9 @@
-"""A scripted OpenAI-compatible chat endpoint on 127.0.0.1, for tests of failures and streams."""
+"""A scripted OpenAI-compatible endpoint on 127.0.0.1 (chat completions and embeddings), for
+tests of failures and streams."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -21,6 +23,7 @@ class Script:
             Authorization header (as a careless server might echo it).
         delay: seconds to wait before answering.
         raw: bytes sent as the whole event stream instead of ``deltas`` (malformed data).
+        succeed: how many of the next requests are answered normally first (counts down).
     """
 
     deltas: list[str] = field(default_factory=lambda: ["Hello", " [1]."])
@@ -28,15 +31,29 @@ class Script:
     message: str = "error"
     delay: float = 0.0
     raw: bytes | None = None
+    succeed: int = 0
+
+
+EMBEDDING_DIM = 8
+
+
+def embedding(text: str) -> list[float]:
+    """The fake's deterministic ``EMBEDDING_DIM``-d embedding of ``text``."""
+    digest = hashlib.sha256(text.encode()).digest()
+    return [byte / 255 - 0.5 for byte in digest[:EMBEDDING_DIM]]
 
 
 class FakeLLM:
-    """The endpoint: ``base_url`` for clients, ``script`` to change, ``requests`` it got."""
+    """The endpoint: ``base_url`` for clients; ``script`` for chat completions and
+    ``embedding_script`` for ``/embeddings`` (its ``deltas`` unused: a success answers
+    :func:`embedding` of each input); the ``requests`` (and their ``headers``) of each."""
 
     def __init__(self) -> None:
         self.script = Script()
+        self.embedding_script = Script()
         self.requests: list[dict] = []
         self.headers: list[dict[str, str]] = []
+        self.embedding_requests: list[dict] = []
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -49,15 +66,22 @@ class FakeLLM:
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                fake.requests.append(body)
+                embeddings = self.path.endswith("/embeddings")
+                (fake.embedding_requests if embeddings else fake.requests).append(body)
                 fake.headers.append({k.lower(): v for k, v in self.headers.items()})
-                script = fake.script
+                script = fake.embedding_script if embeddings else fake.script
+                if script.succeed > 0:
+                    script.succeed -= 1
+                    script = Script(deltas=script.deltas)
                 time.sleep(script.delay)
                 if script.status:
                     message = script.message.replace(
                         "{auth}", self.headers.get("Authorization", "")
                     )
                     self._json(script.status, {"error": {"message": message, "type": "x"}})
+                    return
+                if embeddings:
+                    self._embeddings(body, script)
                     return
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
@@ -76,8 +100,20 @@ class FakeLLM:
                     self.wfile.flush()
                 self.wfile.write(b"data: [DONE]\n\n")
 
+            def _embeddings(self, body: dict, script: Script) -> None:
+                if script.raw is not None:
+                    self._send(200, script.raw)
+                    return
+                data = [
+                    {"object": "embedding", "index": i, "embedding": embedding(text)}
+                    for i, text in enumerate(body["input"])
+                ]
+                self._json(200, {"object": "list", "data": data, "model": body["model"]})
+
             def _json(self, status: int, payload: dict) -> None:
-                data = json.dumps(payload).encode()
+                self._send(status, json.dumps(payload).encode())
+
+            def _send(self, status: int, data: bytes) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))

@@ -235,6 +235,19 @@ def test_a_rejected_request_shows_the_body_without_the_key(loopback):
     assert "bad input for key ***" in str(error.value) and FAKE_KEY not in str(error.value)
 
 
+@pytest.mark.parametrize(
+    ("payload", "problem"),
+    [(["not", "an", "object"], "answered with a body that is not JSON"),
+     ({"data": 5, "embeddings": 5}, "unexpected answer")],
+)
+def test_a_malformed_answer_is_a_clear_error_and_not_retried(loopback, payload, problem):
+    loopback.plan = [(200, {}, payload, 0.0)]
+    with pytest.raises(APIError, match=problem) as error:
+        encoder(loopback).encode_documents(["hello"])
+    assert str(error.value).startswith(PROVIDERS[loopback.provider].title)
+    assert len(loopback.requests) == 1
+
+
 def test_a_slow_server_times_out_after_the_retries(loopback):
     loopback.plan = [(200, {}, None, 1.5)] * 2
     started = time.perf_counter()

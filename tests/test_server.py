@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import MILVUS_DOCS_EN
+from conftest import MILVUS_DOCS_EN, serve_db
 
 from rag.retriever import Retriever
 from rag.store import CollectionProfile, MilvusStore, StoreError
@@ -28,23 +28,11 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """A `milvus-lite server` process on a free loopback port; yields its URI."""
-    data = tmp_path_factory.mktemp("server") / "served.db"
-    port = free_port()
-    milvus_lite = Path(sys.executable).with_name("milvus-lite")
-    process = subprocess.Popen(
-        [str(milvus_lite), "server", "--data-dir", str(data), "--host", "127.0.0.1",
-         "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        assert process.poll() is None, process.stderr.read().decode()
-        time.sleep(0.2)
-    yield f"http://127.0.0.1:{port}"
+    """`python -m rag serve-db` (`milvus-lite server`) on a free loopback port; yields its
+    URI."""
+    folder = tmp_path_factory.mktemp("server")
+    process, uri = serve_db(folder / "served.db", folder / "server.log")
+    yield uri
     process.terminate()
     process.wait(timeout=30)
 
@@ -90,3 +78,48 @@ def test_cli_search_against_the_server(server, tmp_path):
 def test_unreachable_server_is_a_clear_error():
     with pytest.raises(StoreError, match="cannot open Milvus at http://127.0.0.1:"):
         MilvusStore.open(f"http://127.0.0.1:{free_port()}", "x")
+
+
+def test_serve_db_refuses_a_db_that_another_process_has_open(tmp_path):
+    from rag.store import connect, disconnect
+
+    uri = str(tmp_path / "held.db")
+    client = connect(uri)  # this process holds the Lite db
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "rag", "serve-db", "--db", uri, "--port", "0"],
+            cwd=REPO, capture_output=True, text=True, timeout=300,
+        )
+    finally:
+        disconnect(client, uri)
+    assert result.returncode == 2 and result.stdout == ""
+    assert "is in use by another process" in " ".join(result.stderr.split())
+
+
+def test_load_script_runs_concurrent_clients_without_errors(tmp_path, settings, embedder):
+    from ingest.pipeline import Ingestor
+    from rag.chunking import Chunker
+
+    uri = str(tmp_path / "load.db")
+    store = MilvusStore.open(uri, "docs", CollectionProfile.of(embedder))
+    chunker = Chunker(embedder.tokenizer, settings.chunk_size, settings.chunk_overlap)
+    pages = [MILVUS_DOCS_EN / "userGuide/indexes/floating-vector" / name for name in PAGES]
+    report = Ingestor(store, embedder, chunker).run(pages)
+    store.close()  # the script serves the db: this process must not hold it
+    assert report.chunks_written > 0 and not report.failed
+
+    result = subprocess.run(
+        [sys.executable, "scripts/load_test.py", "--db", uri, "--clients", "2", "--queries",
+         "10", "--json"],
+        cwd=REPO, capture_output=True, text=True, timeout=1200,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads(result.stdout)
+    assert (summary["clients"], summary["queries"], summary["ok"]) == (2, 20, 20)
+    assert summary["errors"] == 0 and summary["error_messages"] == []
+    assert 0 < summary["p50_ms"] <= summary["p95_ms"] <= summary["p99_ms"] <= summary["max_ms"]
+    assert summary["queries_per_s"] > 0
+    reopened = MilvusStore.open(uri, "docs")  # the server stopped and released the db
+    assert reopened.count_chunks() == report.chunks_written
+    reopened.close()

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import streamlit as st
 from pydantic import ValidationError
+from pymilvus import MilvusException
 
-from rag.answer import LLM, Answer, AnswerStream, citation_spans
+from rag.answer import LLM, Answer, AnswerStream, citation_spans, public_url
 from rag.embedders import UnknownProfileError
 from rag.embedders.base import Embedder
+from rag.http import APIError
 from rag.rerankers import RERANKERS, Reranker, RerankError, build_reranker
 from rag.retriever import Retriever
 from rag.settings import Fusion, SearchMode, Settings, get_settings
@@ -186,7 +188,8 @@ def search_options(settings: Settings) -> dict:
     )
     if settings.llm_base_url:
         model = settings.llm_model or "the endpoint's first model"
-        sidebar.caption(f"{literal(settings.llm_base_url)} · {literal(model)} · the best "
+        endpoint = public_url(settings.llm_base_url)  # never the credentials of a URL
+        sidebar.caption(f"{literal(endpoint)} · {literal(model)} · the best "
                         f"{settings.llm_passages} passages are given to it")
     else:
         sidebar.caption("No LLM is configured: set RAG\\_LLM\\_BASE\\_URL (see `python -m rag "
@@ -274,10 +277,12 @@ def escaped(deltas: Iterator[str]) -> Iterator[str]:
 
 
 def retrieve(retriever: Retriever, settings: Settings, question: str,
-             options: dict) -> tuple[list[Hit], list[str]]:
-    """The hits for ``question`` (reranked when a reranker is chosen) and notes for the user.
+             options: dict) -> tuple[list[Hit], list[str], SearchMode]:
+    """The hits for ``question`` (reranked when a reranker is chosen), notes for the user,
+    and the mode the hits come from.
 
-    A reranker that cannot load or fails leaves the retrieved order, with a note.
+    A reranker that cannot load or fails leaves the retrieved order, with a note. A query
+    that an embedding API cannot embed is searched by full-text BM25, with a note.
 
     Raises:
         ValueError: empty query or invalid fusion parameters.
@@ -291,29 +296,32 @@ def retrieve(retriever: Retriever, settings: Settings, question: str,
         notes.append(f"reranker {options['reranker']} unavailable, retrieved order kept: {error}")
     if reranker is not None:
         search["top_k"] = max(options["top_k"], settings.rerank_candidates)
-    hits = retriever.search(question, **search)
+    hits, mode, fallback = retriever.search_or_fulltext(question, **search)
+    if fallback:
+        notes.append(fallback)
     if reranker is not None:
         try:
             hits = reranker.rerank(question, hits, options["top_k"])
         except RerankError as error:
             notes.append(f"reranking failed, retrieved order kept: {error}")
             hits = hits[: options["top_k"]]
-    return hits, notes
+    return hits, notes, mode
 
 
 def ask(retriever: Retriever, settings: Settings, question: str, options: dict,
         index: int) -> Turn | None:
     """Answer ``question`` in the page (streamed), returning the finished turn (``None``
-    after an error shown to the user)."""
+    after an error shown to the user: an invalid query or fusion setting, or an unusable
+    collection)."""
     with st.chat_message("user"):
         st.markdown(literal(question))
     with st.chat_message("assistant"):
         started = time.perf_counter()
         try:
             with st.spinner("Searching…"):
-                hits, notes = retrieve(retriever, settings, question, options)
-        except ValueError as error:
-            st.error(str(error))
+                hits, notes, mode = retrieve(retriever, settings, question, options)
+        except (ValueError, StoreError) as error:
+            st.error(literal(str(error)))
             return None
         elapsed_ms = (time.perf_counter() - started) * 1000
         llm = LLM.from_settings(settings) if options["use_llm"] else None
@@ -328,7 +336,6 @@ def ask(retriever: Retriever, settings: Settings, question: str, options: dict,
             placeholder.markdown(answer_markdown(answer.text, len(stream.prompt_hits), index))
         else:
             placeholder.empty()
-        mode = options["mode"]
         terms = sparse_terms(retriever.embedder, question) if mode in (
             SearchMode.HYBRID, SearchMode.SPARSE) else []
         turn = Turn(question, answer, mode, len(stream.prompt_hits), terms, notes, elapsed_ms)
@@ -343,9 +350,23 @@ def main() -> None:
     try:
         settings = get_settings()
         retriever = load_retriever(settings)
-    except (ValidationError, UnknownProfileError, OSError, StoreError) as error:
+    except (ValidationError, UnknownProfileError, OSError, StoreError, APIError) as error:
         st.error(str(error))
         st.stop()
+    try:
+        chat(retriever, settings)
+    except MilvusException as error:  # e.g. the db server was stopped: said, no traceback
+        st.error(literal(f"Milvus at {settings.milvus_uri} failed: {error.message}. Check that "
+                         "it runs (python -m rag serve-db serves a Milvus Lite db), then reload "
+                         "the page."))
+
+
+def chat(retriever: Retriever, settings: Settings) -> None:
+    """The sidebar, the chat so far and the answer to a new question.
+
+    Raises:
+        MilvusException: Milvus failed (a server that stopped answering).
+    """
     options = search_options(settings)
     show_stats(retriever.store.stats())
 

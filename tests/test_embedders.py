@@ -604,7 +604,7 @@ def test_cli_lists_the_embedding_functions():
     result = run("-m", "rag", "embedders", "--json")
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)
-    assert {row["name"]: (row["type"], row["access"]) for row in rows} == OVERVIEW
+    assert {row["name"]: (row["type"], row["access"]) for row in rows} == OVERVIEW | MULTILINGUAL
     table = run("-m", "rag", "embedders")
     text = " ".join(table.stdout.split())
     assert "Current profile: minilm-splade" in text and "RAG_DENSE=default RAG_SPARSE=bm25" in text

@@ -189,7 +189,9 @@ def test_cli_runs_a_real_eval_end_to_end(tmp_path):
     db = str(tmp_path / "eval.db")
     rows = _eval_cli(str(dataset), "--split", "test", "--limit-queries", "25", "--db", db)
     by_mode = {row["mode"]: row for row in rows}
-    assert list(by_mode) == ["dense", "sparse", "bm25", "hybrid-rrf", "hybrid-weighted"]
+    assert list(by_mode) == [
+        "dense", "sparse", "bm25", "hybrid-rrf", "hybrid-weighted", "hybrid-convex",
+    ]  # fmt: skip
     for row in rows:
         assert REQUIRED_KEYS <= set(row)
         assert row["dataset"].endswith("/xquad_r_en_half")
@@ -204,6 +206,7 @@ def test_cli_runs_a_real_eval_end_to_end(tmp_path):
     assert by_mode["dense"]["ndcg@10"] >= 0.7
     assert by_mode["hybrid-rrf"]["ndcg@10"] >= 0.85
     assert by_mode["hybrid-weighted"]["ndcg@10"] >= 0.85
+    assert by_mode["hybrid-convex"]["ndcg@10"] >= 0.85
     assert rows[0]["chunks_written"] == rows[0]["chunks"]
 
     # The same corpus, profile and chunking: the collection is reused, nothing is embedded.

@@ -240,3 +240,23 @@ def test_rerank_rows_rerank_the_same_candidates(tmp_path):
     again = _eval_cli(*common, "--rerank-depth", "1")
     assert again[1]["ndcg@10"] == again[0]["ndcg@10"] == base["ndcg@10"]
     assert again[1]["mrr@10"] == again[0]["mrr@10"]
+
+
+def test_a_judged_query_without_text_finds_nothing_and_counts_zero(ingested, embedder):
+    """CMRC2018's trial split judges two queries whose text is empty: they score 0 instead of
+    stopping the run."""
+    from rag.eval.runner import EvalMode, run_mode
+    from rag.retriever import Retriever
+    from rag.settings import Settings
+
+    uri, collection, _ = ingested
+    retriever = Retriever.from_settings(
+        Settings(_env_file=None, milvus_uri=uri, collection=collection), embedder
+    )
+    source = retriever.search("HNSW proximity graph", top_k=1)[0].source
+    queries = {"empty": "  ", "hnsw": "How does HNSW build its proximity graph?"}
+    qrels = {"empty": {source: 1}, "hnsw": {source: 1}}
+    (result,) = run_mode(retriever, queries, qrels, EvalMode.HYBRID_RRF, top_k=20)
+    retriever.store.close()
+    assert result.rankings["empty"] == [] and result.rankings["hnsw"][0] == source
+    assert result.n_queries == 2 and result.scores["mrr@10"] == pytest.approx(0.5)

@@ -302,21 +302,24 @@ def run_mode(
     rankings: dict[str, list[str]] = {}
     reranked: dict[str, list[str]] = {}
     for qid, text in queries.items():
-        started = time.perf_counter()
-        hits = retriever.search(
-            text,
-            top_k=top_k,
-            mode=mode.search_mode,
-            fusion=mode.fusion,
-            rrf_k=rrf_k,
-            weights=weights,
-            stage_ranks=False,
-        )
-        seconds["search"] += time.perf_counter() - started
+        if not text.strip():  # a judged query without text (CMRC2018 trial has two) finds
+            hits = []  # nothing and scores 0, as the metrics count a query with no result
+        else:
+            started = time.perf_counter()
+            hits = retriever.search(
+                text,
+                top_k=top_k,
+                mode=mode.search_mode,
+                fusion=mode.fusion,
+                rrf_k=rrf_k,
+                weights=weights,
+                stage_ranks=False,
+            )
+            seconds["search"] += time.perf_counter() - started
         rankings[qid] = collapse_to_documents((h.source for h in hits), DOC_DEPTH)
         if reranker is not None:
             started = time.perf_counter()
-            head = reranker.rerank(text, hits[:rerank_depth])
+            head = reranker.rerank(text, hits[:rerank_depth]) if hits else []
             seconds["rerank"] += time.perf_counter() - started
             sources = [h.source for h in (*head, *hits[rerank_depth:])]
             reranked[qid] = collapse_to_documents(sources, DOC_DEPTH)

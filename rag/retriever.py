@@ -86,7 +86,8 @@ class Retriever:
 
         Without ``embedder``, the embedder is built from the settings, or, when the settings
         name no composition (no profile, dense or sparse set), from the composition and
-        models the collection records (``registry.settings_for_record``).
+        models the collection records (``registry.settings_for_record``), and torch then
+        runs on ``settings.query_threads`` threads (this process searches).
 
         Raises:
             StoreError: the collection is missing or unusable; ``ProfileMismatchError`` when
@@ -94,7 +95,7 @@ class Retriever:
                 parameters cannot be used yet.
             UnknownProfileError, OSError: the embedder cannot be built.
         """
-        from rag.embedders import build_embedder
+        from rag.embedders import build_embedder, configure_threads
         from rag.embedders.registry import resolve, settings_for_record
         from rag.store import CollectionProfile, ProfileMismatchError
 
@@ -121,6 +122,7 @@ class Retriever:
                         "--collection, or rebuild it with `python -m ingest PATH --reset`."
                     )
                 embedder = build_embedder(chosen)
+                configure_threads(settings.query_threads)
                 store.check_profile(CollectionProfile.of(embedder))
             load_params(store, embedder)
         except Exception:

@@ -71,6 +71,13 @@ class Settings(BaseSettings):
     device: str = "cpu"
     batch_size: int = Field(32, ge=1)
     num_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    query_threads: int = Field(
+        1,
+        ge=1,
+        description="Torch threads in a process that only searches (app, rag search/answer): "
+        "one short query gains little from a second thread and runs 5-15x slower with two "
+        "when another process holds a core (docs/BENCHMARKS.md).",
+    )
     precision: Precision = Field(
         Precision.AUTO,
         description="Forward passes of sentence-transformers and SPLADE models: auto, float32 "

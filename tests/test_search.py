@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from rag.retriever import Retriever, source_prefix_filter
-from rag.settings import Fusion, SearchMode
+from rag.settings import Fusion, SearchMode, Settings
 from rag.store import CollectionProfile, MilvusStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -173,3 +173,19 @@ def test_convex_fusion_fuses_the_two_real_lists(retriever):
     # All weight on one list gives that list's order.
     only_dense = retriever.search(question, top_k=8, fusion=Fusion.CONVEX, weights=(1.0, 0.0))
     assert [h.chunk_id for h in only_dense] == [h.chunk_id for h in dense[:8]]
+
+
+def test_a_searching_process_runs_torch_on_the_query_threads(ingested):
+    import torch
+
+    uri, collection, _ = ingested
+    before = torch.get_num_threads()
+    try:
+        settings = Settings(_env_file=None, milvus_uri=uri, collection=collection,
+                            num_threads=2, query_threads=1)  # fmt: skip
+        retriever = Retriever.from_settings(settings)
+        assert torch.get_num_threads() == 1
+        assert retriever.search(KNOWN[1][0], top_k=3)
+        retriever.store.close()
+    finally:
+        torch.set_num_threads(before)

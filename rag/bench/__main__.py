@@ -153,7 +153,9 @@ def query(
         bool, typer.Option(help="Also rank each list on its own (what the UI shows).")
     ] = False,
     rerank: Annotated[str | None, typer.Option(help="Also time a reranker.")] = None,
-    threads: Annotated[int | None, typer.Option(min=1, help="Torch threads.")] = None,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="Query-encoding threads (RAG_QUERY_THREADS).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Time query embedding + search (+ rerank) over N real queries, one at a time, after a
@@ -163,7 +165,7 @@ def query(
     from rag.retriever import Retriever
     from rag.settings import SearchMode
 
-    overrides = {"milvus_uri": db, "collection": collection, "num_threads": threads,
+    overrides = {"milvus_uri": db, "collection": collection, "query_threads": threads,
                  "reranker": rerank}  # fmt: skip
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
     machine = _machine()
@@ -194,7 +196,7 @@ def query(
         "mode": mode,
         "stage_ranks": stage_ranks,
         "reranker": settings.reranker,
-        "threads": settings.num_threads,
+        "threads": settings.query_threads,
         **machine,
         "embed_search": percentiles(timings["embed_search"]),
         **({"total_with_rerank": percentiles(timings["total"])} if reranker else {}),

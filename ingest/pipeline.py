@@ -47,7 +47,7 @@ from pathlib import Path
 from rag.chunking import Chunker, embedding_text
 from rag.embedders.base import Embedder, Embeddings
 from rag.loaders import LoadError, parse_document, read_file
-from rag.store import FileRecord, FileSwitch, MilvusStore
+from rag.store import MAX_SOURCE_BYTES, FileRecord, FileSwitch, MilvusStore
 from rag.types import Chunk
 
 
@@ -238,6 +238,12 @@ class Ingestor:
         source = str(path)
         if not _utf8(source):
             return FileOutcome(source, Status.FAILED, reason=_NOT_UTF8_PATH), None
+        if (size := len(source.encode())) > MAX_SOURCE_BYTES:
+            reason = (
+                f"path is {size} bytes long; the collection stores paths of up to "
+                f"{MAX_SOURCE_BYTES} bytes (move or rename it)"
+            )
+            return FileOutcome(source, Status.FAILED, reason=reason), None
         try:
             read = read_file(path, max_bytes=self.max_bytes)
             file_hash = hashlib.sha256(read.data).hexdigest()

@@ -36,8 +36,10 @@ LEXICAL_FIELD = "lexical_text"  # what BM25 reads: the embedded text (rag.chunki
 BM25_FIELD = "bm25"  # filled by Milvus's BM25 function from LEXICAL_FIELD (standard analyzer)
 CHUNK_FIELDS = ["id", "text", "source", "title", "heading", "chunk_index", "page", "file_hash"]
 # VARCHAR limits are in bytes of UTF-8 (Milvus docs, "String Field").
+MAX_SOURCE_BYTES = 2_048  # a file path: the chunks' `source`, the manifest's and journal's key
 _MAX_BYTES = {
-    "text": 65_535, LEXICAL_FIELD: 65_535, "source": 2_048, "title": 1_024, "heading": 2_048,
+    "text": 65_535, LEXICAL_FIELD: 65_535, "source": MAX_SOURCE_BYTES, "title": 1_024,
+    "heading": 2_048,
 }  # fmt: skip
 _BATCH_ROWS = 256
 _SCALAR_INDEX_FIELDS = ("source", "file_hash")
@@ -411,7 +413,7 @@ class MilvusStore:
 
     def _create_manifest(self) -> None:
         files = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-        files.add_field("source", DataType.VARCHAR, is_primary=True, max_length=2_048)
+        files.add_field("source", DataType.VARCHAR, is_primary=True, max_length=MAX_SOURCE_BYTES)
         files.add_field("file_hash", DataType.VARCHAR, max_length=64)
         files.add_field("chunking", DataType.VARCHAR, max_length=64)
         files.add_field("size", DataType.INT64)
@@ -732,8 +734,10 @@ class MilvusStore:
             if not create:
                 return False
             schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-            schema.add_field("key", DataType.VARCHAR, is_primary=True, max_length=2_048 + 7)
-            schema.add_field("source", DataType.VARCHAR, max_length=2_048)
+            schema.add_field(
+                "key", DataType.VARCHAR, is_primary=True, max_length=MAX_SOURCE_BYTES + 7
+            )
+            schema.add_field("source", DataType.VARCHAR, max_length=MAX_SOURCE_BYTES)
             schema.add_field("part", DataType.INT32)
             schema.add_field("parts", DataType.INT32)
             schema.add_field("record", DataType.VARCHAR, max_length=65_535)

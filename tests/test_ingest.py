@@ -147,6 +147,21 @@ def test_a_collection_of_an_older_schema_is_refused_with_the_way_out(store, embe
     assert f"schema v1 of this tool, which reads schema v{SCHEMA_VERSION}" in str(error.value)
 
 
+def test_a_path_too_long_to_store_fails_alone(folder, store, embedder, settings):
+    deep = folder
+    while len(str(deep).encode()) < 2_100:
+        deep = deep / ("d" * 200)
+    deep.mkdir(parents=True)
+    shutil.copy(PAGES[0], deep / "flat.md")
+    report = run(make_ingestor(store, embedder, settings), folder)
+    failed = {o.path: o.reason for o in report.failed}
+    assert list(failed) == [str(deep / "flat.md")]
+    assert "the collection stores paths of up to 2048 bytes" in failed[str(deep / "flat.md")]
+    assert report.count(Status.ADDED) == len(PAGES) and store.sources() == {
+        str(folder / page.name) for page in PAGES
+    }
+
+
 def test_cli_reports_bad_files_and_exits_nonzero(tmp_path):
     docs = tmp_path / "mixed"
     docs.mkdir()

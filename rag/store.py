@@ -42,6 +42,7 @@ _MAX_BYTES = {
     "heading": 2_048,
 }  # fmt: skip
 _BATCH_ROWS = 256
+_PLACEHOLDER_VEC = [1.0, 0.0]  # the vector of rows in scalar tables (MilvusStore._create_table)
 _SCALAR_INDEX_FIELDS = ("source", "file_hash")
 # pymilvus logs every failed RPC with a traceback at ERROR, and iterator notes at WARNING;
 # this module turns failures into exceptions with a clear message instead.
@@ -193,7 +194,7 @@ def _journal_rows(switch: FileSwitch) -> list[dict]:
             "record": json.dumps(asdict(switch.record), ensure_ascii=False) if part == 0 else "",
             "added": " ".join(added[part * _JOURNAL_IDS : (part + 1) * _JOURNAL_IDS]),
             "stale": " ".join(stale[part * _JOURNAL_IDS : (part + 1) * _JOURNAL_IDS]),
-            "vec": [1.0, 0.0],
+            "vec": _PLACEHOLDER_VEC,
         }
         for part in range(parts)
     ]
@@ -420,10 +421,15 @@ class MilvusStore:
         files.add_field("mtime_ns", DataType.INT64)
         files.add_field("n_chunks", DataType.INT32)
         files.add_field("ingested_at", DataType.INT64)
-        files.add_field("vec", DataType.FLOAT_VECTOR, dim=2)  # Milvus needs one vector field
-        files_index = self.client.prepare_index_params()
-        files_index.add_index("vec", index_type="FLAT", metric_type="L2")
-        self.client.create_collection(self.files_collection, schema=files, index_params=files_index)
+        self._create_table(self.files_collection, files)
+
+    def _create_table(self, name: str, schema) -> None:
+        """Create collection ``name`` of scalar rows. Milvus needs one vector field, so a
+        2-d ``vec`` (rows write ``_PLACEHOLDER_VEC``) with a FLAT index is added to ``schema``."""
+        schema.add_field("vec", DataType.FLOAT_VECTOR, dim=2)
+        index = self.client.prepare_index_params()
+        index.add_index("vec", index_type="FLAT", metric_type="L2")
+        self.client.create_collection(name, schema=schema, index_params=index)
 
     def _recorded_profile(self) -> CollectionProfile:
         """The profile the collection records.
@@ -643,10 +649,7 @@ class MilvusStore:
             schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
             schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
             schema.add_field("part", DataType.VARCHAR, max_length=_PARAMS_PART_CHARS)
-            schema.add_field("vec", DataType.FLOAT_VECTOR, dim=2)  # Milvus needs one vector
-            index = self.client.prepare_index_params()
-            index.add_index("vec", index_type="FLAT", metric_type="L2")
-            self.client.create_collection(name, schema=schema, index_params=index)
+            self._create_table(name, schema)
         self.client.load_collection(name)
         return True
 
@@ -662,7 +665,7 @@ class MilvusStore:
         self._params_ready(create=True)
         parts = [text[i : i + _PARAMS_PART_CHARS] for i in range(0, len(text), _PARAMS_PART_CHARS)]
         rows = [
-            {"id": f"{fingerprint}:{i:06d}", "part": part, "vec": [1.0, 0.0]}
+            {"id": f"{fingerprint}:{i:06d}", "part": part, "vec": _PLACEHOLDER_VEC}
             for i, part in enumerate(parts or [""])
         ]
         for start in range(0, len(rows), 32):
@@ -707,7 +710,7 @@ class MilvusStore:
 
     def commit_file(self, record: FileRecord) -> None:
         """Record ``record`` as the file's completely stored version."""
-        row = asdict(record) | {"vec": [1.0, 0.0]}
+        row = asdict(record) | {"vec": _PLACEHOLDER_VEC}
         self.client.upsert(self.files_collection, [row])
 
     def forget_file(self, source: str) -> None:
@@ -743,10 +746,7 @@ class MilvusStore:
             schema.add_field("record", DataType.VARCHAR, max_length=65_535)
             schema.add_field("added", DataType.VARCHAR, max_length=65_535)
             schema.add_field("stale", DataType.VARCHAR, max_length=65_535)
-            schema.add_field("vec", DataType.FLOAT_VECTOR, dim=2)  # Milvus needs one vector
-            index = self.client.prepare_index_params()
-            index.add_index("vec", index_type="FLAT", metric_type="L2")
-            self.client.create_collection(name, schema=schema, index_params=index)
+            self._create_table(name, schema)
         self.client.load_collection(name)
         return True
 

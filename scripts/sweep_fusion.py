@@ -24,7 +24,6 @@ from collections.abc import Sequence
 from rag.chunking import Chunker
 from rag.embedders import build_embedder
 from rag.embedders.fitting import load_params
-from rag.embedders.precision import autocast_dtype
 from rag.eval.__main__ import DEFAULT_EVAL_DB
 from rag.eval.beir import BeirDataset
 from rag.eval.metrics import METRIC_NAMES, collapse_to_documents, mean_scores
@@ -72,8 +71,7 @@ def main() -> None:
     queries, qrels = dataset.judged_queries()
     embedder = build_embedder(settings)
     chunker = Chunker(embedder.tokenizer, settings.chunk_size, settings.chunk_overlap)
-    precision = "bfloat16" if autocast_dtype(settings.precision) else "float32"
-    chunking = ChunkingConfig(chunker.signature, settings.max_length, precision)
+    chunking = ChunkingConfig.of(settings, chunker)
     profile = CollectionProfile.of(embedder)
     name = collection_name(dataset, dataset.corpus_hash(), profile, chunking)
     store = MilvusStore.open(args.db, name, profile, create=False)

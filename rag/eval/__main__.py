@@ -26,7 +26,6 @@ from rich.table import Table
 from rag.chunking import Chunker
 from rag.embedders import Composition, UnknownProfileError, build_embedder
 from rag.embedders.fitting import after_ingest, prepare_ingest
-from rag.embedders.precision import autocast_dtype
 from rag.embedders.registry import composition, resolve
 from rag.eval.beir import BeirDataset, DatasetError, Qrels
 from rag.eval.metrics import METRIC_NAMES
@@ -235,8 +234,7 @@ def _evaluate(
         err.print(f"[red]error[/red] reranker: {error}", highlight=False)
         raise typer.Exit(2) from None
     chunker = Chunker(embedder.tokenizer, settings.chunk_size, settings.chunk_overlap)
-    precision = "bfloat16" if autocast_dtype(settings.precision) else "float32"
-    chunking = ChunkingConfig(chunker.signature, settings.max_length, precision)
+    chunking = ChunkingConfig.of(settings, chunker)
     token = settings.milvus_token.get_secret_value() if settings.milvus_token else None
     try:
         profile_record = CollectionProfile.of(embedder)
@@ -322,7 +320,7 @@ def _evaluate(
                     "chunks_written": stats.chunks_written,
                     "ingest_chunks_per_s": round(stats.chunks_per_second, 1),
                     "threads": settings.num_threads,
-                    "precision": precision,
+                    "precision": chunking.precision,
                 }
                 for result in results
             )

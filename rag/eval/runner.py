@@ -26,11 +26,12 @@ import numpy as np
 
 from rag.chunking import Chunker, embedding_text
 from rag.embedders.base import Embedder, Embeddings
+from rag.embedders.precision import autocast_dtype
 from rag.eval.beir import BeirDataset, Qrels
 from rag.eval.metrics import collapse_to_documents, mean_scores
 from rag.rerankers import Reranker
 from rag.retriever import Retriever
-from rag.settings import Fusion, SearchMode
+from rag.settings import Fusion, SearchMode, Settings
 from rag.store import CollectionProfile, FileRecord, MilvusStore
 from rag.types import Chunk, Document
 
@@ -80,6 +81,13 @@ class ChunkingConfig:
     chunking: str
     max_length: int
     precision: str = "float32"
+
+    @classmethod
+    def of(cls, settings: Settings, chunker: Chunker) -> ChunkingConfig:
+        """The configuration ``settings`` and ``chunker`` give (precision as it resolves on
+        this machine: ``auto`` is bfloat16 only with native bfloat16)."""
+        precision = "bfloat16" if autocast_dtype(settings.precision) else "float32"
+        return cls(chunker.signature, settings.max_length, precision)
 
 
 def collection_name(

@@ -86,6 +86,18 @@ def test_reads_a_real_beir_dataset():
     assert all(any(s > 0 for s in judged.values()) for judged in qrels.values())
     first5, qrels5 = dataset.judged_queries(limit=5)
     assert list(first5) == list(queries)[:5] and set(qrels5) == set(first5)
+    sample, qrels_sample = dataset.judged_queries(sample=20)
+    assert len(sample) == 20 and set(qrels_sample) == set(sample)
+    assert list(sample) == [qid for qid in queries if qid in sample]  # file order kept
+    assert sample == dataset.judged_queries(sample=20)[0]  # seeded: the same sample
+    assert list(sample) != list(queries)[:20]
+
+
+def test_query_sample_spans_a_set_grouped_by_language():
+    dataset = BeirDataset.open(SHARED_DATA / "multilingual" / "xquad_r" / "multi", "test")
+    sample, _ = dataset.judged_queries(sample=220)
+    languages = {qid.split("-", 1)[0] for qid in sample}
+    assert len(languages) == 11
 
 
 def test_dataset_errors_and_names(tmp_path):

@@ -136,6 +136,12 @@ def main(
     limit_queries: Annotated[
         int | None, typer.Option("--limit-queries", min=1, help="Score the first N queries.")
     ] = None,
+    sample_queries: Annotated[
+        int | None,
+        typer.Option(
+            "--sample-queries", min=1, help="Score a random sample of N queries (seed 0)."
+        ),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object per mode, one a line.")
     ] = False,
@@ -190,7 +196,7 @@ def main(
         compositions = [resolve(settings)] if dense or sparse or not profile else []
         compositions += [composition(name) for name in profile or []]
         dataset = BeirDataset.open(dataset_dir, split)
-        queries, qrels = dataset.judged_queries(limit_queries)
+        queries, qrels = dataset.judged_queries(limit_queries, sample_queries)
     except (DatasetError, UnknownProfileError) as error:
         err.print(f"[red]error[/red] {error}", highlight=False)
         raise typer.Exit(2) from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,9 +87,14 @@ class BeirDataset:
         """The split's judgments: query id → {doc id: score} (every row, zeros included)."""
         return read_qrels(self.path / "qrels" / f"{self.split}.tsv")
 
-    def judged_queries(self, limit: int | None = None) -> tuple[dict[str, str], Qrels]:
+    def judged_queries(
+        self, limit: int | None = None, sample: int | None = None, seed: int = 0
+    ) -> tuple[dict[str, str], Qrels]:
         """The queries that have at least one relevant document (score > 0), in
-        ``queries.jsonl`` order, the first ``limit`` of them, and their qrels."""
+        ``queries.jsonl`` order, and their qrels: all of them, the first ``limit``, or a
+        uniform random ``sample`` of that many (``random.Random(seed)``, file order kept;
+        for sets grouped by language such as XQuAD-R ``multi``, where the first N would all
+        be English)."""
         qrels = self.qrels()
         queries = {
             qid: text
@@ -97,6 +103,9 @@ class BeirDataset:
         }
         if limit is not None:
             queries = dict(list(queries.items())[:limit])
+        if sample is not None and sample < len(queries):
+            chosen = set(random.Random(seed).sample(sorted(queries), sample))
+            queries = {qid: text for qid, text in queries.items() if qid in chosen}
         return queries, {qid: qrels[qid] for qid in queries}
 
 

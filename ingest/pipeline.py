@@ -39,7 +39,8 @@ import hashlib
 import os
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -48,7 +49,7 @@ from rag.chunking import Chunker, embedding_text
 from rag.embedders.base import Embedder, Embeddings
 from rag.loaders import LoadError, parse_document, read_file
 from rag.store import MAX_SOURCE_BYTES, FileRecord, FileSwitch, MilvusStore
-from rag.types import Chunk
+from rag.types import Chunk, Document
 
 
 class Status(StrEnum):
@@ -166,9 +167,10 @@ class Ingestor:
         """Ingest ``files`` (absolute paths); returns every file's outcome.
 
         ``on_file`` is called once per finished file and ``on_chunks`` with the number of
-        chunks written after each file's upsert (for progress bars). A file that fails to
-        load keeps whatever version of it was stored before. The run first replays the switch
-        journal (:meth:`recover`) and ends with a flush of the chunk and manifest collections.
+        chunks written after each file's upsert (for progress bars; ``on_chunks`` runs on
+        the writer thread). A file that fails to load keeps whatever version of it was
+        stored before. The run first replays the switch journal (:meth:`recover`) and ends
+        with a flush of the chunk and manifest collections.
 
         Raises:
             Exception: whatever the store raises outside a file's writes (replaying the
@@ -178,28 +180,74 @@ class Ingestor:
         started = time.perf_counter()
         report = IngestReport(recovered=self.recover())
         manifest = self.store.files()
-        pending: list[_Pending] = []
-
-        def finish(outcome: FileOutcome) -> None:
-            report.outcomes.append(outcome)
-            if on_file:
-                on_file(outcome)
-
-        for path in files:
-            outcome, item = self._prepare(path, manifest.get(str(path)))
-            if outcome is not None:
-                finish(outcome)
-                continue
-            pending.append(item)
-            if sum(len(p.new_chunks) for p in pending) >= self.flush_chunks:
-                for done in self._flush(pending, on_chunks):
-                    finish(done)
-                pending = []
-        for done in self._flush(pending, on_chunks):
-            finish(done)
-        self.store.flush()
+        prepared = (self._prepare(path, manifest.get(str(path))) for path in files)
+        self._pipeline(prepared, report, on_file, on_chunks)
         report.seconds = time.perf_counter() - started
         return report
+
+    def run_documents(
+        self,
+        documents: Iterable[Document],
+        *,
+        on_file: Callable[[FileOutcome], None] | None = None,
+    ) -> IngestReport:
+        """Ingest documents already in memory (a benchmark corpus: ``rag.eval``,
+        ``rag.bench``) through the same chunk → embed → journaled switch → store path as
+        :meth:`run`. A document's version is :func:`document_hash`; its source is
+        ``Document.source``; its size the UTF-8 bytes of its sections; its mtime 0."""
+        started = time.perf_counter()
+        report = IngestReport(recovered=self.recover())
+        manifest = self.store.files()
+        prepared = (self._prepare_document(d, manifest.get(d.source)) for d in documents)
+        self._pipeline(prepared, report, on_file, None)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _pipeline(
+        self,
+        prepared: Iterable[tuple[FileOutcome | None, _Pending | None]],
+        report: IngestReport,
+        on_file: Callable[[FileOutcome], None] | None,
+        on_chunks: Callable[[int], None] | None,
+    ) -> None:
+        """Gather prepared files into batches of about ``flush_chunks`` new chunks, embed
+        each batch, and write it on a writer thread while the next batch is prepared and
+        embedded (one batch in flight, so files commit in order). Ends with a flush."""
+
+        def finish(outcomes: Iterable[FileOutcome]) -> None:
+            for outcome in outcomes:
+                report.outcomes.append(outcome)
+                if on_file:
+                    on_file(outcome)
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-writer") as writer:
+            in_flight: Future | None = None
+
+            def hand_over(batch: list[_Pending]) -> None:
+                nonlocal in_flight
+                embeddings, failed = self._embed(batch)
+                if in_flight is not None:
+                    finish(in_flight.result())
+                    in_flight = None
+                if failed:
+                    finish(failed)
+                else:
+                    in_flight = writer.submit(self._write, batch, embeddings, on_chunks)
+
+            batch: list[_Pending] = []
+            for outcome, item in prepared:
+                if outcome is not None:
+                    finish([outcome])
+                    continue
+                batch.append(item)
+                if sum(len(p.new_chunks) for p in batch) >= self.flush_chunks:
+                    hand_over(batch)
+                    batch = []
+            if batch:
+                hand_over(batch)
+            if in_flight is not None:
+                finish(in_flight.result())
+        self.store.flush()
 
     def recover(self) -> dict[str, Recovery]:
         """Replay the switch journal: finish or undo every switch that an earlier run (killed,
@@ -253,17 +301,38 @@ class Ingestor:
             document = parse_document(path, read.data)
         except LoadError as error:
             return FileOutcome(source, Status.FAILED, reason=error.reason), None
-        chunks = self.chunker.chunk(document, file_hash)
+        return self._pending(document, file_hash, len(read.data), read.mtime_ns, stored)
+
+    def _prepare_document(
+        self, document: Document, stored: FileRecord | None
+    ) -> tuple[FileOutcome | None, _Pending | None]:
+        """:meth:`_prepare` for a document already in memory."""
+        version = document_hash(document)
+        if stored is not None and (stored.file_hash, stored.chunking) == (
+            version,
+            self.chunker.signature,
+        ):
+            return FileOutcome(document.source, Status.UNCHANGED), None
+        size = sum(len(s.text.encode()) for s in document.sections)
+        return self._pending(document, version, size, 0, stored)
+
+    def _pending(
+        self, document: Document, version: str, size: int, mtime_ns: int, stored: FileRecord | None
+    ) -> tuple[FileOutcome | None, _Pending | None]:
+        """Chunk a loaded document and find which of its chunks are new and which stored
+        chunks its new version lacks."""
+        source = document.source
+        chunks = self.chunker.chunk(document, version)
         if not chunks:
             return FileOutcome(source, Status.FAILED, reason="no text to index"), None
         stored_ids = self.store.chunk_ids(source)
         new_ids = {c.chunk_id for c in chunks}
         record = FileRecord(
             source,
-            file_hash,
-            chunking,
-            len(read.data),
-            read.mtime_ns,
+            version,
+            self.chunker.signature,
+            size,
+            mtime_ns,
             len(chunks),
             int(time.time()),
         )
@@ -271,36 +340,40 @@ class Ingestor:
         new_chunks = [c for c in chunks if c.chunk_id not in stored_ids]
         return None, _Pending(record, status, new_chunks, stored_ids - new_ids)
 
-    def _flush(
-        self, pending: list[_Pending], on_chunks: Callable[[int], None] | None
-    ) -> list[FileOutcome]:
-        """Embed the pending files' new chunks in one pass, then switch each file to its new
-        version (journal, upsert, delete stale, commit; see the module docstring).
+    def _embed(self, batch: list[_Pending]) -> tuple[Embeddings | None, list[FileOutcome]]:
+        """Embed the batch's new chunks in one pass: the embeddings (``None`` when no chunk
+        is new), or, if embedding fails, every file of the batch failed with the reason."""
+        chunks = [c for p in batch for c in p.new_chunks]
+        try:
+            texts = [embedding_text(c) for c in chunks]
+            return (self.embedder.encode_documents(texts) if chunks else None), []
+        except Exception as error:  # noqa: BLE001 - reported per file, the run goes on
+            reason = f"embedding failed: {type(error).__name__}: {error}"
+            return None, [FileOutcome(p.record.source, Status.FAILED, reason=reason) for p in batch]
 
-        If embedding fails, every pending file fails with the reason and nothing is written.
+    def _write(
+        self,
+        batch: list[_Pending],
+        embeddings: Embeddings | None,
+        on_chunks: Callable[[int], None] | None,
+    ) -> list[FileOutcome]:
+        """Switch each file of the batch to its new version (journal, upsert, delete stale,
+        commit; see the module docstring).
+
         If a write fails, the files not committed yet fail with the reason, and the journal is
         replayed at once (:meth:`recover`), so every file holds one whole version.
         """
-        if not pending:
-            return []
-        chunks = [c for p in pending for c in p.new_chunks]
-        try:
-            texts = [embedding_text(c) for c in chunks]
-            embeddings = self.embedder.encode_documents(texts) if chunks else None
-        except Exception as error:  # noqa: BLE001 - reported per file, the run goes on
-            reason = f"embedding failed: {type(error).__name__}: {error}"
-            return [FileOutcome(p.record.source, Status.FAILED, reason=reason) for p in pending]
         switches = [
             FileSwitch(
                 p.record, frozenset(c.chunk_id for c in p.new_chunks), frozenset(p.stale_ids)
             )
-            for p in pending
+            for p in batch
         ]
         outcomes: list[FileOutcome] = []
         try:
             self.store.begin_switches(switches)
             row = 0
-            for item in pending:
+            for item in batch:
                 if item.new_chunks:  # then `embeddings` holds its rows, in order
                     rows = slice(row, row + len(item.new_chunks))
                     row = rows.stop
@@ -312,13 +385,13 @@ class Ingestor:
                 self.store.delete_chunks(item.stale_ids)
                 self.store.commit_file(item.record)
                 outcomes.append(FileOutcome(item.record.source, item.status, len(item.new_chunks)))
-            self.store.end_switches(p.record.source for p in pending)
+            self.store.end_switches(p.record.source for p in batch)
         except Exception as error:  # noqa: BLE001 - reported per file, the run goes on
             reason = f"storing failed: {type(error).__name__}: {error}"
             self.recover()
             outcomes += [
                 FileOutcome(p.record.source, Status.FAILED, reason=reason)
-                for p in pending[len(outcomes) :]
+                for p in batch[len(outcomes) :]
             ]
         return outcomes
 
@@ -338,6 +411,13 @@ class Ingestor:
         if outcomes:
             self.store.flush()
         return outcomes
+
+
+def document_hash(document: Document) -> str:
+    """sha256 hex of a document's title and section texts: the version of a document
+    ingested from memory (:meth:`Ingestor.run_documents`)."""
+    body = "\0".join([document.title, *(s.text for s in document.sections)])
+    return hashlib.sha256(body.encode()).hexdigest()
 
 
 _NOT_UTF8_PATH = "path is not valid UTF-8 (it cannot be stored; rename it)"

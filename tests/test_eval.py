@@ -120,8 +120,9 @@ def _sentences(n: int):
 
 
 def test_ingest_resumes_a_killed_run_and_reuses_a_finished_one(tmp_path, settings, embedder):
+    from ingest.pipeline import Ingestor, Status
     from rag.chunking import Chunker
-    from rag.eval.runner import ChunkingConfig, collection_name, ingest_documents
+    from rag.eval.runner import ChunkingConfig, collection_name
     from rag.store import CollectionProfile, MilvusStore
 
     documents = _sentences(12)
@@ -140,14 +141,14 @@ def test_ingest_resumes_a_killed_run_and_reuses_a_finished_one(tmp_path, setting
     store = MilvusStore.open(str(tmp_path / "eval.db"), name, profile)
     try:
         # a run "killed" after the first 5 documents
-        first = ingest_documents(store, embedder, chunker, documents[:5], flush_chunks=2)
-        assert (first.skipped, first.chunks_written) == (0, 5)
-        resumed = ingest_documents(store, embedder, chunker, documents, flush_chunks=4)
-        assert (resumed.skipped, resumed.chunks_written) == (5, 7)
+        first = Ingestor(store, embedder, chunker, flush_chunks=2).run_documents(documents[:5])
+        assert (first.count(Status.ADDED), first.chunks_written) == (5, 5)
+        resumed = Ingestor(store, embedder, chunker, flush_chunks=4).run_documents(documents)
+        assert (resumed.count(Status.UNCHANGED), resumed.chunks_written) == (5, 7)
         assert set(store.files()) == {d.source for d in documents}
         assert store.count_chunks() == 12
-        again = ingest_documents(store, embedder, chunker, documents)
-        assert (again.skipped, again.chunks_written) == (12, 0)
+        again = Ingestor(store, embedder, chunker).run_documents(documents)
+        assert (again.count(Status.UNCHANGED), again.chunks_written) == (12, 0)
     finally:
         store.close()
 

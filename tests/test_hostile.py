@@ -140,20 +140,26 @@ def ingestor(store, embedder, settings) -> Ingestor:
     return Ingestor(store, embedder, chunker, flush_chunks=1)
 
 
-def test_files_deleted_and_changed_during_the_run(tmp_path, ingestor, store):
+def test_files_deleted_and_changed_during_the_run(tmp_path, ingestor, store, monkeypatch):
+    import ingest.pipeline
+
     folder = tmp_path / "docs"
     folder.mkdir()
     for name in ("a-flat.md", "b-deleted.md", "c-changed.md", "d-ivf-sq8.md"):
         source = "flat.md" if name == "a-flat.md" else "ivf-sq8.md"
         (folder / name).write_bytes((PAGES / source).read_bytes())
     deleted, changed = folder / "b-deleted.md", folder / "c-changed.md"
+    real_read = ingest.pipeline.read_file
 
-    def on_file(outcome):
-        if outcome.path == str(folder / "a-flat.md"):
+    def read_then_edit(path, **kwargs):  # once the run has read the first file
+        read = real_read(path, **kwargs)
+        if path == folder / "a-flat.md":
             deleted.unlink()
             changed.write_text("# Changed\n\nRewritten while the run was under way.\n")
+        return read
 
-    report = ingestor.run(discover([folder]).files, on_file=on_file)
+    monkeypatch.setattr(ingest.pipeline, "read_file", read_then_edit)
+    report = ingestor.run(discover([folder]).files)
     outcomes = {Path(o.path).name: (o.status, o.reason) for o in report.outcomes}
     assert outcomes == {
         "a-flat.md": (Status.ADDED, None),

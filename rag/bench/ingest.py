@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 from pymilvus import DataType, MilvusClient
 
+from ingest.pipeline import Ingestor
 from rag.bench.timing import ForwardTimer
 from rag.chunking import Chunker, embedding_text
 from rag.embedders.hybrid import DenseSparseEmbedder
-from rag.eval.runner import ingest_documents
 from rag.store import CollectionProfile, MilvusStore, connect, disconnect
 from rag.types import Document
 
@@ -66,15 +66,17 @@ def run_ours(
     *,
     flush_chunks: int = 512,
 ) -> IngestRun:
-    """Ingest ``documents`` into a new collection at ``uri`` through the product's path
-    (chunk → embed in length-sorted groups → upsert and commit on a writer thread)."""
+    """Ingest ``documents`` into a new collection at ``uri`` through the product's ingest
+    (``Ingestor.run_documents``: chunk → embed in batches of ``flush_chunks`` → journaled
+    upsert and commit on a writer thread while the next batch is embedded)."""
     store = MilvusStore.open(uri, "bench_ours", CollectionProfile.of(embedder))
     try:
+        ingestor = Ingestor(store, embedder, chunker, flush_chunks=flush_chunks)
         with ForwardTimer(model_modules(embedder)) as timer:
-            stats = ingest_documents(store, embedder, chunker, documents, flush_chunks=flush_chunks)
+            report = ingestor.run_documents(documents)
     finally:
         store.close()
-    return IngestRun("ours", stats.chunks_written, stats.seconds, timer.seconds)
+    return IngestRun("ours", report.chunks_written, report.seconds, timer.seconds)
 
 
 def reference_texts(chunker: Chunker, documents: Sequence[Document]) -> list[str]:

@@ -1,12 +1,12 @@
 """Retrieval evaluation on BEIR-format sets: ``python -m rag.eval DATASET_DIR --split SPLIT``.
 
 ``beir`` reads a dataset, ``metrics`` scores ranked documents (ir-measures), ``runner``
-ingests a corpus through the product's pipeline and runs the queries per mode.
+runs the queries per mode (the corpus is ingested by the product's ``Ingestor``).
 """
 
 from rag.eval.beir import BeirDataset, DatasetError, Qrels
 from rag.eval.metrics import METRIC_NAMES, collapse_to_documents, mean_scores, per_query
-from rag.eval.runner import EvalMode, ingest_documents, run_mode
+from rag.eval.runner import EvalMode, run_mode
 
 __all__ = [
     "METRIC_NAMES",
@@ -15,7 +15,6 @@ __all__ = [
     "EvalMode",
     "Qrels",
     "collapse_to_documents",
-    "ingest_documents",
     "mean_scores",
     "per_query",
     "run_mode",

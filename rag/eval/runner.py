@@ -1,11 +1,11 @@
 """The evaluation run: ingest a BEIR corpus once, run its judged queries per mode, score.
 
-Ingest goes through the product's own path (``Chunker.chunk`` → ``embedding_text`` →
-``Embedder.encode_documents`` → ``MilvusStore.upsert_chunks``) into a collection named
-after the dataset, the corpus's hash, the embedder profile and the chunking, so a second
-run with the same corpus, profile and chunking reuses it. Each document is committed to the
-collection's manifest (a ``FileRecord`` whose ``source`` is the document id) once its
-chunks are stored: a killed ingest resumes where it stopped.
+Ingest goes through the product's own ingest (``ingest.pipeline.Ingestor.run_documents``:
+chunk → embed → journaled switch → store) into a collection named after the dataset, the
+corpus's hash, the embedder profile and the chunking, so a second run with the same corpus,
+profile and chunking reuses it. Each document is committed to the collection's manifest (a
+``FileRecord`` whose ``source`` is the document id) once its chunks are stored: a killed
+ingest resumes where it stopped.
 
 Search goes through ``Retriever.search``; its chunk hits are collapsed to documents (a
 document ranks at its best chunk) and scored by :mod:`rag.eval.metrics`.
@@ -18,13 +18,12 @@ import json
 import re
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 
 import numpy as np
 
-from rag.chunking import Chunker, embedding_text
+from rag.chunking import Chunker
 from rag.embedders.base import Embedder, Embeddings
 from rag.embedders.precision import autocast_dtype
 from rag.eval.beir import BeirDataset, Qrels
@@ -32,8 +31,7 @@ from rag.eval.metrics import collapse_to_documents, mean_scores
 from rag.rerankers import Reranker
 from rag.retriever import Retriever
 from rag.settings import Fusion, SearchMode, Settings
-from rag.store import CollectionProfile, FileRecord, MilvusStore
-from rag.types import Chunk, Document
+from rag.store import CollectionProfile
 
 # Version of how a corpus is turned into chunks here; part of the collection name, so a
 # change of the recipe never reuses a collection built by the old one.
@@ -114,118 +112,6 @@ def collection_name(
     digest = hashlib.sha256(key.encode()).hexdigest()[:10]
     slug = re.sub(r"[^0-9a-zA-Z]+", "_", f"{dataset.name}_{profile.profile}").strip("_")
     return f"eval_{slug[:60]}_{digest}"
-
-
-def document_hash(document: Document) -> str:
-    """sha256 hex of a document's title and text: its manifest version."""
-    body = "\0".join([document.title, *(s.text for s in document.sections)])
-    return hashlib.sha256(body.encode()).hexdigest()
-
-
-@dataclass
-class IngestStats:
-    """What one ingest pass did."""
-
-    documents: int = 0
-    skipped: int = 0  # documents already complete in the collection
-    empty: int = 0  # documents with no text to index
-    chunks_written: int = 0
-    seconds: float = 0.0
-    embed_seconds: float = 0.0
-
-    @property
-    def chunks_per_second(self) -> float:
-        """Chunks embedded and stored per wall-clock second of the ingest."""
-        return self.chunks_written / self.seconds if self.seconds > 0 else 0.0
-
-
-def ingest_documents(
-    store: MilvusStore,
-    embedder: Embedder,
-    chunker: Chunker,
-    documents: Sequence[Document],
-    *,
-    flush_chunks: int = 512,
-    on_documents: Callable[[int, int], None] | None = None,
-) -> IngestStats:
-    """Store every document of ``documents`` that the collection does not hold completely.
-
-    Documents are chunked up front and embedded in groups of about ``flush_chunks`` chunks,
-    longest documents first, so each forward pass pads texts of similar length (the
-    encoders sort each group by length too). While one group is embedded, the previous one
-    is written and committed on a second thread.
-
-    Args:
-        on_documents: called with ``(documents done, chunks written)`` after each group.
-
-    Returns:
-        The pass's counts and timings.
-    """
-    started = time.perf_counter()
-    stats = IngestStats(documents=len(documents))
-    manifest = store.files()
-    todo: list[tuple[Document, str, list[Chunk]]] = []
-    for document in documents:
-        version = document_hash(document)
-        stored = manifest.get(document.source)
-        if stored is not None and (stored.file_hash, stored.chunking) == (
-            version,
-            chunker.signature,
-        ):
-            stats.skipped += 1
-            continue
-        chunks = chunker.chunk(document, version)
-        if not chunks:
-            stats.empty += 1
-            continue
-        todo.append((document, version, chunks))
-    if on_documents:
-        on_documents(stats.skipped + stats.empty, 0)
-    todo.sort(key=lambda item: -max(len(c.text) for c in item[2]))
-
-    groups: list[list[tuple[Document, str, list[Chunk]]]] = [[]]
-    for item in todo:
-        if sum(len(i[2]) for i in groups[-1]) >= flush_chunks:
-            groups.append([])
-        groups[-1].append(item)
-
-    def write(group: list[tuple[Document, str, list[Chunk]]], chunks, embeddings) -> None:
-        store.upsert_chunks(chunks, embeddings)
-        now = int(time.time())
-        for document, version, doc_chunks in group:
-            size = sum(len(s.text.encode()) for s in document.sections)
-            store.commit_file(
-                FileRecord(
-                    source=document.source,
-                    file_hash=version,
-                    chunking=chunker.signature,
-                    size=size,
-                    mtime_ns=0,
-                    n_chunks=len(doc_chunks),
-                    ingested_at=now,
-                )
-            )
-
-    with ThreadPoolExecutor(max_workers=1) as writer:
-        pending: Future | None = None
-        done = stats.skipped + stats.empty
-        for group in filter(None, groups):
-            chunks = [c for _, _, doc_chunks in group for c in doc_chunks]
-            embed_started = time.perf_counter()
-            embeddings = embedder.encode_documents([embedding_text(c) for c in chunks])
-            stats.embed_seconds += time.perf_counter() - embed_started
-            if pending is not None:
-                pending.result()
-            pending = writer.submit(write, group, chunks, embeddings)
-            done += len(group)
-            stats.chunks_written += len(chunks)
-            if on_documents:
-                on_documents(done, stats.chunks_written)
-        if pending is not None:
-            pending.result()
-    store.flush()  # Milvus Lite searches unflushed rows slowly (see MilvusStore.flush)
-    stats.seconds = time.perf_counter() - started
-    return stats
 
 
 class PrecomputedQueries:

@@ -50,3 +50,21 @@ def test_query_and_startup_run_against_an_ingested_collection(ingested):
     assert result["peak_rss_mb"] > 0 and result["db_size_mb"] > 0
     startup = _bench("startup", "--db", uri, "--collection", collection, "--repeat", "1")
     assert len(startup["seconds"]) == 1 and startup["seconds"][0] > 0
+
+
+@pytest.mark.slow
+def test_grow_copies_real_chunks_and_query_runs_on_them(ingested, tmp_path):
+    uri, collection, report = ingested
+    target = report.chunks_written - 3
+    bench_db = str(tmp_path / "bench.db")
+    result = _bench("grow", "--from", uri, "--db", bench_db, "--target", str(target))
+    assert result["chunks"] == target and result["collection"] == f"bench_{target}"
+    assert [s["collection"] for s in result["sources"]] == [collection]
+    queried = _bench("query", "--db", bench_db, "--collection", f"bench_{target}", "-n", "5")
+    assert queried["chunks"] == target
+    too_many = subprocess.run(
+        [sys.executable, "-m", "rag.bench", "grow", "--from", uri, "--db", bench_db,
+         "--target", str(10 * target)],
+        cwd=REPO, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert too_many.returncode == 2 and "more are needed" in too_many.stderr

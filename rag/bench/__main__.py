@@ -1,5 +1,6 @@
 """`python -m rag.bench`: ingest throughput against the seeds' reference path, query
-latency, and startup time. Results are printed; docs/BENCHMARKS.md records them."""
+latency (on collections grown from real chunks), and startup time. Results are printed;
+docs/BENCHMARKS.md records them."""
 
 from __future__ import annotations
 
@@ -209,6 +210,50 @@ def query(
         return
     for key, value in result.items():
         print(f"{key}: {value}")
+
+
+@app.command()
+def grow(
+    target: Annotated[int, typer.Option(min=1, help="Chunks the collection should hold.")],
+    sources: Annotated[
+        list[str],
+        typer.Option("--from", help="A db (path or URL) to copy collections from (repeatable)."),
+    ],
+    db: Annotated[str, typer.Option(help="The db to grow the collection in.")] = "data/bench.db",
+    collection: Annotated[
+        str | None, typer.Option(help="Collection name (default bench_<target>).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Grow a collection of real chunks for `query`: copy every collection of the default
+    profile's models found in the --from dbs (already embedded: nothing is re-embedded)
+    until it holds TARGET chunks. Exit 2 when the sources hold too few."""
+    from rag.bench.grow import describe, find_sources
+    from rag.bench.grow import grow as grow_collection
+    from rag.embedders import build_embedder
+    from rag.store import CollectionProfile, MilvusStore
+
+    settings = Settings()
+    profile = CollectionProfile.of(build_embedder(settings))
+    found = find_sources(sources, profile)
+    name = collection or f"bench_{target}"
+    store = MilvusStore.open(db, name, profile)
+    try:
+        with err.status(f"growing {name} to {target} chunks…"):
+            started = time.perf_counter()
+            chunks = grow_collection(store, found, target)
+            seconds = time.perf_counter() - started
+    except ValueError as error:
+        err.print(f"[red]error[/red] {error}", highlight=False)
+        raise typer.Exit(2) from None
+    finally:
+        store.close()
+    result = {"benchmark": "grow", "db": db, "collection": name, "chunks": chunks,
+              "seconds": round(seconds, 1), "sources": describe(found)}  # fmt: skip
+    if as_json:
+        print(json.dumps(result))
+    else:
+        print(f"{name}: {chunks} chunks from {len(found)} collections in {seconds:.0f} s")
 
 
 @app.command()

@@ -1,0 +1,126 @@
+"""Grow a benchmark collection from collections already ingested, to time queries at scale.
+
+Issue 7 asks for query latency at 10k–1M chunks of real text, not random vectors. Embedding
+is the slow part (about 13 chunks/s on this machine), so the collection is grown from
+chunks that were already embedded: every collection in the given dbs that was built by the
+same profile (same dense and sparse models, same schema) is copied row by row (text,
+lexical text, dense and sparse vectors; Milvus recomputes BM25 from the lexical text) into
+one collection. Chunk ids and sources are prefixed with the source collection's name, so
+the same document id in two corpora stays two chunks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+
+from rag.store import (
+    BM25_FIELD,
+    JOURNAL_SUFFIX,
+    PARAMS_SUFFIX,
+    PROFILE_PROPERTY,
+    CollectionProfile,
+    MilvusStore,
+    connect,
+    disconnect,
+)
+
+_PAGE = 1_000  # rows per query_iterator page and per insert
+
+
+@dataclass(frozen=True)
+class Source:
+    """A collection to copy chunks from: its db, name and chunk count."""
+
+    uri: str
+    collection: str
+    chunks: int
+
+
+def find_sources(uris: list[str], profile: CollectionProfile) -> list[Source]:
+    """Every chunk collection in ``uris`` recorded with ``profile``'s models and schema
+    (the profile name may differ: eval collections record the same models)."""
+    wanted = (profile.dense_model, profile.sparse_model, profile.dim, profile.schema_version)
+    found = []
+    for uri in uris:
+        client = connect(uri)
+        try:
+            for name in sorted(client.list_collections()):
+                if name.endswith((PARAMS_SUFFIX, JOURNAL_SUFFIX, "__files")):
+                    continue
+                properties = client.describe_collection(name).get("properties", {})
+                raw = properties.get(PROFILE_PROPERTY)
+                if raw is None:
+                    continue
+                record = json.loads(raw)
+                have = tuple(
+                    record.get(k) for k in ("dense_model", "sparse_model", "dim", "schema_version")
+                )
+                if have == wanted and record.get("sparse_params", "") == "":
+                    rows = client.get_collection_stats(name)["row_count"]
+                    found.append(Source(uri, name, int(rows)))
+        finally:
+            disconnect(client, uri)
+    return found
+
+
+def _rows(source: Source) -> Iterator[list[dict]]:
+    """The source collection's chunks, a page at a time, ids and sources prefixed."""
+    client = connect(source.uri)
+    try:
+        client.load_collection(source.collection)
+        pages = client.query_iterator(
+            source.collection, batch_size=_PAGE, filter="", output_fields=["*"]
+        )
+        try:
+            while page := pages.next():
+                for row in page:
+                    row.pop(BM25_FIELD, None)  # a function output: Milvus recomputes it
+                    key = f"{source.collection}:{row['id']}"
+                    row["id"] = hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
+                    row["source"] = f"{source.collection}:{row['source']}"[:2048]
+                yield page
+        finally:
+            pages.close()
+    finally:
+        disconnect(client, source.uri)
+
+
+def grow(
+    store: MilvusStore,
+    sources: list[Source],
+    target: int,
+    on_rows: Callable[[int], None] | None = None,
+) -> int:
+    """Copy chunks from ``sources`` (in order) into ``store`` until it holds ``target``
+    chunks; returns the chunks it holds. Flushes at the end.
+
+    Raises:
+        ValueError: the sources hold fewer than ``target`` chunks in all.
+    """
+    available = sum(s.chunks for s in sources)
+    have = store.count_chunks()
+    if available < target - have:
+        raise ValueError(
+            f"the sources hold {available} chunks, {target - have} more are needed: ingest "
+            "more corpora with this profile (python -m rag.eval DATASET …) first"
+        )
+    for source in sources:
+        for page in _rows(source):
+            page = page[: target - have]
+            store.client.insert(store.collection, page)
+            have += len(page)
+            if on_rows:
+                on_rows(len(page))
+            if have >= target:
+                store.flush()
+                return have
+    store.flush()
+    return have
+
+
+def describe(sources: list[Source]) -> list[dict]:
+    """The sources as plain dicts (for the benchmark's JSON)."""
+    return [asdict(s) for s in sources]

@@ -12,6 +12,9 @@ killed at any moment can be completed or reverted by the next one:
    switch is committed once its last added chunk is stored.
 4. The batch's journal rows are deleted.
 
+Steps 2–4 of one batch run on a writer thread while the next batch is read, chunked and
+embedded (one batch in flight: batches are written in order).
+
 Recovery: every run (:meth:`Ingestor.run`, :meth:`Ingestor.prune`) first replays the journal
 (:meth:`Ingestor.recover`). A switch whose added chunks are all stored is finished (stale
 chunks deleted, manifest row written); any other switch has deleted nothing yet and is undone

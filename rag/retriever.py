@@ -10,7 +10,7 @@ from rag.embedders.base import Embedder
 from rag.embedders.fitting import load_params
 from rag.fusion import convex_combination
 from rag.http import APIError
-from rag.settings import Fusion, SearchMode, Settings
+from rag.settings import DEFAULT_FUSION, DEFAULT_WEIGHTS, Fusion, SearchMode, Settings
 from rag.store import BM25_FIELD, DENSE_FIELD, SPARSE_FIELD, MilvusStore, sparse_to_milvus
 from rag.types import Hit
 
@@ -164,9 +164,9 @@ class Retriever:
         *,
         top_k: int = 10,
         mode: SearchMode = SearchMode.HYBRID,
-        fusion: Fusion = Fusion.RRF,
+        fusion: Fusion = DEFAULT_FUSION,
         rrf_k: int = 60,
-        weights: tuple[float, float] = (0.5, 0.5),
+        weights: tuple[float, float] = DEFAULT_WEIGHTS,
         source_prefix: str | None = None,
         stage_ranks: bool = True,
     ) -> list[Hit]:

@@ -110,6 +110,10 @@ def main() -> None:
     parser.add_argument("--split", default="test")
     parser.add_argument("--db", default=str(DEFAULT_EVAL_DB))
     parser.add_argument("--lists", help="gzipped JSON cache of the retrieved lists")
+    parser.add_argument(
+        "--depth", type=int, default=DEFAULT_TOP_K,
+        help="fuse each list's first N chunks (the product's RAG_CANDIDATES is 50)",
+    )  # fmt: skip
     args = parser.parse_args()
 
     dataset = BeirDataset.open(args.dataset, args.split)
@@ -124,6 +128,10 @@ def main() -> None:
         if cache is not None:
             with gzip.open(cache, "wt", encoding="utf-8") as handle:
                 json.dump({"collection": name, "source": source, "lists": lists}, handle)
+    lists = {
+        qid: {stage: ranked[: args.depth] for stage, ranked in stages.items()}
+        for qid, stages in lists.items()
+    }
 
     def score(fuse) -> dict[str, dict[str, float]]:
         rankings = {
@@ -154,7 +162,8 @@ def main() -> None:
         configs[f"rrf k={k} dense+sparse+bm25"] = lambda s, k=k: rrf(
             [s["dense"], s["sparse"], s["bm25"]], k
         )
-    print(f"{dataset.name} {dataset.split}: {len(queries)} queries, collection {name}")
+    print(f"{dataset.name} {dataset.split}: {len(queries)} queries, collection {name}, "
+          f"lists of {args.depth} chunks")  # fmt: skip
     print(f"{'configuration':38s} " + " ".join(f"{m:>10s}" for m in METRIC_NAMES)
           + "   nDCG@10 vs best part (95%)")  # fmt: skip
     per_config = {label: score(fuse) for label, fuse in configs.items()}

@@ -165,8 +165,10 @@ def test_page_without_question_shows_controls_stats_and_a_hint(start_app, ingest
     settings = get_settings()
     assert at.sidebar.slider(key="top_k").value == settings.top_k
     assert at.sidebar.radio(key="mode").value == settings.mode.value
-    assert at.sidebar.radio(key="fusion").value == settings.fusion.value
-    assert at.sidebar.number_input(key="rrf_k").value == settings.rrf_k
+    assert at.sidebar.radio(key="fusion").value == settings.fusion.value == "convex"
+    weights = (at.sidebar.slider(key="dense_weight").value,
+               at.sidebar.slider(key="sparse_weight").value)  # fmt: skip
+    assert weights == settings.weights and not at.sidebar.number_input
     assert at.sidebar.selectbox(key="reranker").value == settings.reranker == "none"
     assert at.sidebar.text_input(key="source_prefix").value == ""
     toggle = at.sidebar.toggle(key="use_llm")
@@ -184,11 +186,9 @@ def test_page_without_question_shows_controls_stats_and_a_hint(start_app, ingest
     assert shown_hits(at) == [] and at.chat_input(key="question")
     assert any("Ask a question" in c.value for c in at.main.caption)
 
-    at.sidebar.radio(key="fusion").set_value("weighted").run()
-    assert not at.sidebar.number_input
-    weights = (at.sidebar.slider(key="dense_weight").value,
-               at.sidebar.slider(key="sparse_weight").value)
-    assert weights == settings.weights
+    at.sidebar.radio(key="fusion").set_value("rrf").run()
+    assert at.sidebar.number_input(key="rrf_k").value == settings.rrf_k
+    assert "dense_weight" not in [slider.key for slider in at.sidebar.slider]
 
 
 def test_hybrid_search_without_llm_shows_the_hits_with_stage_ranks_and_why(

@@ -221,6 +221,7 @@ def refit(store: MilvusStore, embedder: Embedder, reason: str) -> RefitReport | 
     for start in range(0, len(chunks), REFIT_BATCH):
         ids = [chunk.chunk_id for chunk in chunks[start : start + REFIT_BATCH]]
         store.update_sparse(ids, sparse.encode_documents(texts[start : start + REFIT_BATCH]))
+    store.flush()  # every row was rewritten: unflushed, Milvus Lite re-indexes them per search
     profile = CollectionProfile.of(embedder)
     store.write_properties(
         {PROFILE_PROPERTY: json.dumps(asdict(profile))}

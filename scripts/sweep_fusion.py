@@ -110,6 +110,7 @@ def main() -> None:
     parser.add_argument("--split", default="test")
     parser.add_argument("--db", default=str(DEFAULT_EVAL_DB))
     parser.add_argument("--lists", help="gzipped JSON cache of the retrieved lists")
+    parser.add_argument("--sample-queries", type=int, help="a seeded sample of N queries")
     parser.add_argument(
         "--depth", type=int, default=DEFAULT_TOP_K,
         help="fuse each list's first N chunks (the product's RAG_CANDIDATES is 50)",
@@ -117,7 +118,7 @@ def main() -> None:
     args = parser.parse_args()
 
     dataset = BeirDataset.open(args.dataset, args.split)
-    queries, qrels = dataset.judged_queries()
+    queries, qrels = dataset.judged_queries(sample=args.sample_queries)
     cache = Path(args.lists) if args.lists else None
     if cache is not None and cache.exists():
         with gzip.open(cache, "rt", encoding="utf-8") as handle:
@@ -154,7 +155,7 @@ def main() -> None:
         configs[f"weighted arctan {w:.1f}/{1 - w:.1f}"] = lambda s, w=w: arctan_weighted(
             pair(s), (w, 1 - w)
         )
-    for w in (0.3, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8):
+    for w in (0.3, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8, 0.9):
         configs[f"convex min-max {w:.2g}/{1 - w:.2g}"] = lambda s, w=w: convex_combination(
             pair(s), (w, 1 - w), 10_000
         )

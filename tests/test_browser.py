@@ -129,6 +129,10 @@ def ask(page, question: str, turn: int):
     details.wait_for(timeout=ANSWER_TIMEOUT_MS)
     count = int(details.inner_text().split()[0])  # then every passage, down to the last one
     message.locator(f"#t{turn}-passage-{count}").wait_for(timeout=60_000)
+    # and until the script run has ended: a click during the last re-render can lose its scroll
+    page.locator('[data-testid="stStatusWidgetRunningIcon"]').wait_for(
+        state="detached", timeout=ANSWER_TIMEOUT_MS
+    )
     return message
 
 
@@ -151,12 +155,12 @@ def test_question_gets_a_cited_streamed_answer_and_its_passages(page):
     page.screenshot(path=str(SCREENSHOT))
 
     first.click()  # a citation scrolls to its passage
-    page.wait_for_function(f"location.hash === '#t0-passage-{number}'", timeout=10_000)
+    page.wait_for_function(f"location.hash === '#t0-passage-{number}'", timeout=30_000)
     heading = page.locator(f"#t0-passage-{number}")
     page.wait_for_function(
         "id => { const r = document.getElementById(id).getBoundingClientRect();"
         " return r.top >= 0 && r.top < window.innerHeight; }",
-        arg=f"t0-passage-{number}", timeout=10_000,
+        arg=f"t0-passage-{number}", timeout=30_000,
     )
     assert heading.inner_text().startswith(f"[{number}]")
 

@@ -11,7 +11,7 @@ they see the same machine load.
 Inputs, made once with the project venv and milvus-lite 3.x (copy the db first if it is
 open elsewhere)::
 
-    cp -r data/milvus.db /tmp/ml_bench/src.db
+    mkdir -p /tmp/ml_bench && cp -r data/milvus.db /tmp/ml_bench/src.db
     .venv/bin/python scripts/bench_milvus_lite_versions.py --export /tmp/ml_bench/src.db
 
 They are ``rows.pkl`` = list of row dicts (id, text, lexical_text, source, title, heading,

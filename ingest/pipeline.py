@@ -298,8 +298,7 @@ class Ingestor:
         try:
             read = read_file(path, max_bytes=self.max_bytes)
             file_hash = hashlib.sha256(read.data).hexdigest()
-            chunking = self.chunker.signature
-            if stored is not None and (stored.file_hash, stored.chunking) == (file_hash, chunking):
+            if self._unchanged(stored, file_hash):
                 return FileOutcome(source, Status.UNCHANGED), None
             document = parse_document(path, read.data)
         except LoadError as error:
@@ -311,13 +310,17 @@ class Ingestor:
     ) -> tuple[FileOutcome | None, _Pending | None]:
         """:meth:`_prepare` for a document already in memory."""
         version = document_hash(document)
-        if stored is not None and (stored.file_hash, stored.chunking) == (
-            version,
-            self.chunker.signature,
-        ):
+        if self._unchanged(stored, version):
             return FileOutcome(document.source, Status.UNCHANGED), None
         size = sum(len(s.text.encode()) for s in document.sections)
         return self._pending(document, version, size, 0, stored)
+
+    def _unchanged(self, stored: FileRecord | None, version: str) -> bool:
+        """Whether the stored record is of this version, chunked the way this run chunks."""
+        return stored is not None and (stored.file_hash, stored.chunking) == (
+            version,
+            self.chunker.signature,
+        )
 
     def _pending(
         self, document: Document, version: str, size: int, mtime_ns: int, stored: FileRecord | None

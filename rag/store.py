@@ -28,6 +28,7 @@ SCHEMA_VERSION = 2
 PROFILE_PROPERTY = "rag.profile"
 PARAMS_SUFFIX = "__sparse_params"  # the sibling collection of fitted sparse parameters
 _PARAMS_PART_CHARS = 60_000  # params JSON is ASCII: characters = bytes < VARCHAR's 65535
+FILES_SUFFIX = "__files"  # the sibling collection of the file manifest
 JOURNAL_SUFFIX = "__journal"  # the sibling collection of unfinished file switches
 _JOURNAL_IDS = 1_800  # chunk ids per journal row: 1,800 × (32 hex + 1 space) < VARCHAR's 65535
 DENSE_FIELD = "dense"
@@ -200,7 +201,8 @@ def _journal_rows(switch: FileSwitch) -> list[dict]:
     ]
 
 
-def _fit_bytes(value: str, limit: int) -> str:
+def fit_bytes(value: str, limit: int) -> str:
+    """``value`` cut to at most ``limit`` bytes of UTF-8 (never inside a character)."""
     encoded = value.encode("utf-8")
     return value if len(encoded) <= limit else encoded[:limit].decode("utf-8", "ignore")
 
@@ -294,7 +296,7 @@ class MilvusStore:
         self.client = client
         self.uri = uri
         self.collection = collection
-        self.files_collection = f"{collection}__files"
+        self.files_collection = f"{collection}{FILES_SUFFIX}"
         self.params_collection = f"{collection}{PARAMS_SUFFIX}"
         self.journal_collection = f"{collection}{JOURNAL_SUFFIX}"
         self.dense_index = dense_index.upper()
@@ -530,11 +532,11 @@ class MilvusStore:
         rows = [
             {
                 "id": c.chunk_id,
-                "text": _fit_bytes(c.text, _MAX_BYTES["text"]),
-                LEXICAL_FIELD: _fit_bytes(embedding_text(c), _MAX_BYTES[LEXICAL_FIELD]),
-                "source": _fit_bytes(c.source, _MAX_BYTES["source"]),
-                "title": _fit_bytes(c.title, _MAX_BYTES["title"]),
-                "heading": _fit_bytes(c.heading, _MAX_BYTES["heading"]),
+                "text": fit_bytes(c.text, _MAX_BYTES["text"]),
+                LEXICAL_FIELD: fit_bytes(embedding_text(c), _MAX_BYTES[LEXICAL_FIELD]),
+                "source": fit_bytes(c.source, _MAX_BYTES["source"]),
+                "title": fit_bytes(c.title, _MAX_BYTES["title"]),
+                "heading": fit_bytes(c.heading, _MAX_BYTES["heading"]),
                 "chunk_index": c.chunk_index,
                 "page": c.page,
                 "file_hash": c.file_hash,

@@ -13,18 +13,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 from rag.store import (
     BM25_FIELD,
+    FILES_SUFFIX,
     JOURNAL_SUFFIX,
+    MAX_SOURCE_BYTES,
     PARAMS_SUFFIX,
     PROFILE_PROPERTY,
     CollectionProfile,
     MilvusStore,
     connect,
     disconnect,
+    fit_bytes,
 )
 
 _PAGE = 1_000  # rows per query_iterator page and per insert
@@ -48,7 +51,7 @@ def find_sources(uris: list[str], profile: CollectionProfile) -> list[Source]:
         client = connect(uri)
         try:
             for name in sorted(client.list_collections()):
-                if name.endswith((PARAMS_SUFFIX, JOURNAL_SUFFIX, "__files")):
+                if name.endswith((PARAMS_SUFFIX, JOURNAL_SUFFIX, FILES_SUFFIX)):
                     continue
                 properties = client.describe_collection(name).get("properties", {})
                 raw = properties.get(PROFILE_PROPERTY)
@@ -80,7 +83,8 @@ def _rows(source: Source) -> Iterator[list[dict]]:
                     row.pop(BM25_FIELD, None)  # a function output: Milvus recomputes it
                     key = f"{source.collection}:{row['id']}"
                     row["id"] = hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
-                    row["source"] = f"{source.collection}:{row['source']}"[:2048]
+                    prefixed = f"{source.collection}:{row['source']}"
+                    row["source"] = fit_bytes(prefixed, MAX_SOURCE_BYTES)
                 yield page
         finally:
             pages.close()
@@ -88,12 +92,7 @@ def _rows(source: Source) -> Iterator[list[dict]]:
         disconnect(client, source.uri)
 
 
-def grow(
-    store: MilvusStore,
-    sources: list[Source],
-    target: int,
-    on_rows: Callable[[int], None] | None = None,
-) -> int:
+def grow(store: MilvusStore, sources: list[Source], target: int) -> int:
     """Copy chunks from ``sources`` (in order) into ``store`` until it holds ``target``
     chunks; returns the chunks it holds. Flushes at the end.
 
@@ -112,8 +111,6 @@ def grow(
             page = page[: target - have]
             store.client.insert(store.collection, page)
             have += len(page)
-            if on_rows:
-                on_rows(len(page))
             if have >= target:
                 store.flush()
                 return have

@@ -546,9 +546,9 @@ def test_instructor_keeps_the_instruction_out_of_the_pooling():
     assert float(document[0] @ query[0]) < 0.9999  # the instruction matters
 
     pooled = instructor.model.encode(
-        text, prompt=instructor.document_instruction, output_value="token_embeddings"
+        text, prompt=instructor.document_prompt, output_value="token_embeddings"
     )[0]
-    prompt = instructor.model.tokenizer(instructor.document_instruction)["input_ids"]
+    prompt = instructor.model.tokenizer(instructor.document_prompt)["input_ids"]
     prompt_tokens = len(prompt) - 1  # [CLS] and the instruction, not its [SEP]
     expected = pooled[prompt_tokens:].mean(0).numpy()
     np.testing.assert_allclose(document[0], expected / np.linalg.norm(expected), atol=1e-5)

@@ -95,6 +95,35 @@ def test_changed_file_replaces_exactly_its_own_chunks(folder, store, embedder, s
     assert store.files()[str(changed)].n_chunks == len(expected)
 
 
+class LookupRecordingStore:
+    """A real store that records the files whose stored chunk ids the ingest asks for."""
+
+    def __init__(self, store: MilvusStore) -> None:
+        self._store, self.looked_up = store, []
+
+    def __getattr__(self, name: str):
+        return getattr(self._store, name)
+
+    def chunk_ids(self, source: str) -> set[str]:
+        self.looked_up.append(Path(source).name)
+        return self._store.chunk_ids(source)
+
+
+def test_only_files_already_stored_have_their_chunk_ids_looked_up(
+    folder, store, embedder, settings
+):
+    """Milvus Lite answers each lookup by scanning every unflushed row, so asking for each new
+    file's chunk ids made a first ingest quadratic; a file without a manifest row has none."""
+    recording = LookupRecordingStore(store)
+    ingestor = make_ingestor(recording, embedder, settings)
+    assert run(ingestor, folder).count(Status.ADDED) == 3
+    assert recording.looked_up == []
+    changed = folder / "ivf-flat.md"
+    changed.write_text(changed.read_text() + "\n\n## Tuning notes\n\nUse nprobe 32 for recall.\n")
+    assert run(ingestor, folder).count(Status.UPDATED) == 1
+    assert recording.looked_up == ["ivf-flat.md"]
+
+
 def test_deleted_file_is_pruned_only_when_asked(folder, store, embedder, settings):
     ingestor = make_ingestor(store, embedder, settings)
     run(ingestor, folder)

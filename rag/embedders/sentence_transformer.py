@@ -63,11 +63,10 @@ class SentenceTransformerDense:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         encode = self.model.encode_query if query else self.model.encode_document
-        prompt = self.query_prompt if query else self.document_prompt
         with forward_context(self.autocast):
             vectors = encode(
                 list(texts),
-                **({} if prompt is None else {"prompt": prompt}),
+                prompt=self.query_prompt if query else self.document_prompt,
                 batch_size=self.batch_size,
                 normalize_embeddings=True,
                 convert_to_numpy=True,

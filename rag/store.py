@@ -25,7 +25,8 @@ from rag.types import Chunk
 
 # v2: BM25 reads `lexical_text` (title, heading path and chunk text), no longer `text` alone.
 SCHEMA_VERSION = 2
-PROFILE_PROPERTY = "rag.profile"
+PROFILE_KEY = "rag.profile"  # the meta record of the collection's CollectionProfile
+META_SUFFIX = "__meta"  # the sibling collection of records about the collection (key → JSON)
 PARAMS_SUFFIX = "__sparse_params"  # the sibling collection of fitted sparse parameters
 _PARAMS_PART_CHARS = 60_000  # params JSON is ASCII: characters = bytes < VARCHAR's 65535
 FILES_SUFFIX = "__files"  # the sibling collection of the file manifest
@@ -45,6 +46,10 @@ _MAX_BYTES = {
 _BATCH_ROWS = 256
 _PLACEHOLDER_VEC = [1.0, 0.0]  # the vector of rows in scalar tables (MilvusStore._create_table)
 _SCALAR_INDEX_FIELDS = ("source", "file_hash")
+# Reads of the store's own bookkeeping must see the writes before them. Milvus server
+# collections default to Bounded consistency (reads may miss writes of the last seconds);
+# searches keep that default, bookkeeping reads ask for Strong (Milvus docs, "Consistency").
+_STRONG = {"consistency_level": "Strong"}
 # pymilvus logs every failed RPC with a traceback at ERROR, and iterator notes at WARNING;
 # this module turns failures into exceptions with a clear message instead.
 logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
@@ -64,7 +69,7 @@ class ProfileMismatchError(StoreError):
 
 @dataclass(frozen=True)
 class CollectionProfile:
-    """What built a collection, recorded in its properties so vectors are never mixed.
+    """What built a collection, recorded beside it so vectors are never mixed.
 
     Attributes:
         profile: embedder profile name (a named profile, a hybrid function, or
@@ -277,9 +282,26 @@ def disconnect(client: MilvusClient, uri: str) -> None:
             server_manager_instance.release_server(path)
 
 
+def read_records(client: MilvusClient, collection: str) -> dict[str, str]:
+    """The records kept about ``collection`` (``rag.profile``, a fitted function's state):
+    the rows of ``<collection>__meta``, or, for a collection made before that table existed,
+    its collection properties; ``{}`` when it has neither. The meta table must be loaded.
+
+    A side collection rather than collection properties: Milvus Lite 2.5 drops the
+    properties given at creation and does not implement ``alter_collection_properties``.
+    """
+    meta = f"{collection}{META_SUFFIX}"
+    if client.has_collection(meta):
+        rows = client.query(meta, filter='key != ""', output_fields=["key", "value"], **_STRONG)
+        return {row["key"]: row["value"] for row in rows}
+    properties = client.describe_collection(collection).get("properties", {})
+    return {k: v for k, v in properties.items() if k.startswith("rag.")}
+
+
 class MilvusStore:
-    """The chunk collection, its file manifest (``<collection>__files``) and the journal of
-    unfinished file switches (``<collection>__journal``, created on first use).
+    """The chunk collection, the records about it (``<collection>__meta``), its file
+    manifest (``<collection>__files``) and the journal of unfinished file switches
+    (``<collection>__journal``, created on first use).
 
     Use :meth:`open`; the constructor only stores its arguments.
 
@@ -296,6 +318,7 @@ class MilvusStore:
         self.client = client
         self.uri = uri
         self.collection = collection
+        self.meta_collection = f"{collection}{META_SUFFIX}"
         self.files_collection = f"{collection}{FILES_SUFFIX}"
         self.params_collection = f"{collection}{PARAMS_SUFFIX}"
         self.journal_collection = f"{collection}{JOURNAL_SUFFIX}"
@@ -337,8 +360,11 @@ class MilvusStore:
                         "(python -m ingest PATH)"
                     )
                 store._create(profile)
+            if not store.client.has_collection(store.meta_collection):
+                store._create_meta()  # made before the meta table existed: move its records
+            store.client.load_collection(store.meta_collection)
             if not store.client.has_collection(store.files_collection):
-                store._create_manifest()  # new, or a run was killed between the two creations
+                store._create_manifest()  # new, or a run was killed between the creations
             store.profile = store._recorded_profile()
             if profile is not None:
                 store.check_profile(profile)
@@ -353,10 +379,11 @@ class MilvusStore:
         disconnect(self.client, self.uri)
 
     def drop(self) -> None:
-        """Delete the chunk collection, its manifest, its switch journal and its fitted sparse
-        parameters."""
+        """Delete the chunk collection, its records, manifest, switch journal and fitted
+        sparse parameters."""
         for name in (
             self.collection,
+            self.meta_collection,
             self.files_collection,
             self.params_collection,
             self.journal_collection,
@@ -365,6 +392,11 @@ class MilvusStore:
                 self.client.drop_collection(name)
 
     def _create(self, profile: CollectionProfile) -> None:
+        # The profile first: a run killed before the chunk collection exists leaves records
+        # of a missing collection, which the next run overwrites when it creates it.
+        if not self.client.has_collection(self.meta_collection):
+            self._create_meta()
+        self.write_records({PROFILE_KEY: json.dumps(asdict(profile))})
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
         schema.add_field("text", DataType.VARCHAR, max_length=_MAX_BYTES["text"])
@@ -407,12 +439,19 @@ class MilvusStore:
         index.add_index(BM25_FIELD, index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
         for field in _SCALAR_INDEX_FIELDS:
             index.add_index(field, index_type="INVERTED")
-        self.client.create_collection(
-            self.collection,
-            schema=schema,
-            index_params=index,
-            properties={PROFILE_PROPERTY: json.dumps(asdict(profile))},
-        )
+        self.client.create_collection(self.collection, schema=schema, index_params=index)
+
+    def _create_meta(self) -> None:
+        """Create ``<collection>__meta``, holding the chunk collection's records; a chunk
+        collection that kept them in its properties (before this table) has them copied."""
+        exists = self.client.has_collection(self.collection)
+        legacy = read_records(self.client, self.collection) if exists else {}
+        meta = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        meta.add_field("key", DataType.VARCHAR, is_primary=True, max_length=64)
+        meta.add_field("value", DataType.VARCHAR, max_length=65_535)
+        self._create_table(self.meta_collection, meta)
+        if legacy:
+            self.write_records(legacy)
 
     def _create_manifest(self) -> None:
         files = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
@@ -440,11 +479,11 @@ class MilvusStore:
             ProfileMismatchError: no record, a record of another schema version, or one this
                 version cannot read (the way out: another --collection, or --reset).
         """
-        raw = self.read_property(PROFILE_PROPERTY)
+        raw = self.read_record(PROFILE_KEY)
         if raw is None:
             raise ProfileMismatchError(
                 f"collection {self.collection!r} was not created by this tool (no "
-                f"{PROFILE_PROPERTY} property): use another --collection, or --reset it"
+                f"{PROFILE_KEY} record): use another --collection, or --reset it"
             )
         way_out = (
             "ingest into another --collection, or rebuild this one with "
@@ -457,7 +496,7 @@ class MilvusStore:
                 return CollectionProfile(**record)
         except (ValueError, TypeError, KeyError):
             raise ProfileMismatchError(
-                f"collection {self.collection!r} at {self.uri} has a {PROFILE_PROPERTY} record "
+                f"collection {self.collection!r} at {self.uri} has a {PROFILE_KEY} record "
                 f"this version cannot read: {way_out}"
             ) from None
         raise ProfileMismatchError(
@@ -495,17 +534,25 @@ class MilvusStore:
                 "`python -m ingest PATH --refit-bm25`."
             )
 
-    def properties(self) -> dict[str, str]:
-        """The chunk collection's properties (read from Milvus each time)."""
-        return dict(self.client.describe_collection(self.collection).get("properties", {}))
+    def records(self) -> dict[str, str]:
+        """The records about the chunk collection, by key (read from Milvus each time)."""
+        return read_records(self.client, self.collection)
 
-    def read_property(self, key: str) -> str | None:
-        """A property of the chunk collection (``None`` when unset or empty)."""
-        return self.properties().get(key) or None
+    def read_record(self, key: str) -> str | None:
+        """One record about the chunk collection (``None`` when unset or empty)."""
+        return self.records().get(key) or None
 
-    def write_properties(self, properties: dict[str, str]) -> None:
-        """Set properties of the chunk collection."""
-        self.client.alter_collection_properties(self.collection, properties=properties)
+    def write_records(self, records: dict[str, str]) -> None:
+        """Set records about the chunk collection (one upsert: all of them or none).
+
+        Raises:
+            ValueError: a key over 64 bytes or a value over 65,535 bytes of UTF-8.
+        """
+        for key, value in records.items():
+            if len(key.encode()) > 64 or len(value.encode()) > 65_535:
+                raise ValueError(f"record {key!r} is too long for {self.meta_collection}")
+        rows = [{"key": k, "value": v, "vec": _PLACEHOLDER_VEC} for k, v in records.items()]
+        self.client.upsert(self.meta_collection, rows)
 
     def _load_and_warm_up(self) -> None:
         for name in (self.collection, self.files_collection):
@@ -559,7 +606,7 @@ class MilvusStore:
     def chunk_ids(self, source: str) -> set[str]:
         """Ids of every stored chunk of ``source`` (of any version)."""
         rows = self.client.query(
-            self.collection, filter=f"source == {_quote(source)}", output_fields=["id"]
+            self.collection, filter=f"source == {_quote(source)}", output_fields=["id"], **_STRONG
         )
         return {row["id"] for row in rows}
 
@@ -570,13 +617,13 @@ class MilvusStore:
         for start in range(0, len(ids), _BATCH_ROWS):
             batch = ", ".join(_quote(i) for i in ids[start : start + _BATCH_ROWS])
             rows = self.client.query(
-                self.collection, filter=f"id in [{batch}]", output_fields=["id"]
+                self.collection, filter=f"id in [{batch}]", output_fields=["id"], **_STRONG
             )
             found.update(row["id"] for row in rows)
         return found
 
     def _count(self, collection: str) -> int:
-        rows = self.client.query(collection, filter="", output_fields=["count(*)"])
+        rows = self.client.query(collection, filter="", output_fields=["count(*)"], **_STRONG)
         return int(rows[0]["count(*)"])
 
     def count_chunks(self) -> int:
@@ -585,7 +632,7 @@ class MilvusStore:
 
     def _scan(self, field: str) -> set:
         iterator = self.client.query_iterator(
-            self.collection, batch_size=1000, filter="", output_fields=[field]
+            self.collection, batch_size=1000, filter="", output_fields=[field], **_STRONG
         )
         values: set = set()
         while batch := iterator.next():
@@ -604,7 +651,7 @@ class MilvusStore:
     def all_chunks(self) -> list[Chunk]:
         """Every stored chunk, without vectors (reads the whole collection: for refits)."""
         iterator = self.client.query_iterator(
-            self.collection, batch_size=1000, filter="", output_fields=CHUNK_FIELDS
+            self.collection, batch_size=1000, filter="", output_fields=CHUNK_FIELDS, **_STRONG
         )
         chunks: list[Chunk] = []
         while batch := iterator.next():
@@ -626,20 +673,28 @@ class MilvusStore:
 
     def update_sparse(self, chunk_ids: Sequence[str], matrix: sparse.csr_array) -> None:
         """Overwrite the sparse vectors of stored chunks, leaving every other field as is
-        (a partial upsert; ``matrix`` is ``csr_array [len(chunk_ids), V]``).
+        (``matrix`` is ``csr_array [len(chunk_ids), V]``; ids no longer stored are skipped).
+
+        Each batch of rows is read back whole and upserted whole: a partial upsert is a
+        Milvus 2.6 feature, and Milvus Lite 2.5 answers one with an error after deleting the
+        rows it was given.
 
         Raises:
             ValueError: ``chunk_ids`` and ``matrix`` differ in length.
         """
         if len(chunk_ids) != matrix.shape[0]:
             raise ValueError("chunk_ids and matrix must have the same number of rows")
-        rows = [
-            {"id": chunk_id, SPARSE_FIELD: row}
-            for chunk_id, row in zip(chunk_ids, sparse_to_milvus(matrix), strict=True)
-        ]
-        for start in range(0, len(rows), _BATCH_ROWS):
-            batch = rows[start : start + _BATCH_ROWS]
-            self.client.upsert(self.collection, batch, partial_update=True)
+        vectors = dict(zip(chunk_ids, sparse_to_milvus(matrix), strict=True))
+        fields = [*CHUNK_FIELDS, LEXICAL_FIELD, DENSE_FIELD]
+        for start in range(0, len(chunk_ids), _BATCH_ROWS):
+            batch = ", ".join(_quote(i) for i in chunk_ids[start : start + _BATCH_ROWS])
+            rows = self.client.query(
+                self.collection, filter=f"id in [{batch}]", output_fields=fields, **_STRONG
+            )
+            for row in rows:
+                row[SPARSE_FIELD] = vectors[row["id"]]
+            if rows:
+                self.client.upsert(self.collection, rows)
 
     # ----------------------------------------------------------------- fitted sparse params
     def _params_ready(self, create: bool) -> bool:
@@ -681,6 +736,7 @@ class MilvusStore:
             self.params_collection,
             filter=f"id like {_quote(fingerprint + ':%')}",
             output_fields=["id", "part"],
+            **_STRONG,
         )
         if not rows:
             return None
@@ -689,9 +745,13 @@ class MilvusStore:
     def drop_params(self, keep: str) -> None:
         """Delete every stored parameter set except the one of fingerprint ``keep``."""
         if self._params_ready(create=False):
-            self.client.delete(
-                self.params_collection, filter=f"not (id like {_quote(keep + ':%')})"
+            rows = self.client.query(
+                self.params_collection, filter='id != ""', output_fields=["id"], **_STRONG
             )
+            # By id: Milvus Lite 2.5 fails on a `not (id like …)` delete expression.
+            stale = [row["id"] for row in rows if not row["id"].startswith(f"{keep}:")]
+            if stale:
+                self.client.delete(self.params_collection, ids=stale)
 
     # ----------------------------------------------------------------- manifest
     def files(self) -> dict[str, FileRecord]:
@@ -701,6 +761,7 @@ class MilvusStore:
             batch_size=1000,
             filter="",
             output_fields=list(FileRecord.__dataclass_fields__),
+            **_STRONG,
         )
         records: dict[str, FileRecord] = {}
         while batch := iterator.next():
@@ -771,6 +832,7 @@ class MilvusStore:
             batch_size=64,
             filter="",
             output_fields=["source", "part", "parts", "record", "added", "stale"],
+            **_STRONG,
         )
         rows: dict[str, dict[int, dict]] = {}
         while batch := iterator.next():

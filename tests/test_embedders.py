@@ -24,7 +24,7 @@ from rag.chunking import Chunker
 from rag.embedders import build_embedder
 from rag.embedders.bm25 import BM25Sparse, EnglishAnalyzer, NotFittedError
 from rag.embedders.fitting import (
-    FIT_STATE_PROPERTY,
+    FIT_STATE_KEY,
     SparseParamsError,
     after_ingest,
     load_params,
@@ -455,7 +455,7 @@ def test_an_interrupted_refit_blocks_queries_until_the_next_ingest(tmp_path, sma
     try:
         _, first = ingest(store, bm25_embedder, small_docs.iterdir())
         state = json.dumps({"fitted_chunks": 1, "changed_chunks": 0, "refitting": "0" * 16})
-        store.write_properties({FIT_STATE_PROPERTY: state})
+        store.write_records({FIT_STATE_KEY: state})
         with pytest.raises(SparseParamsError, match="refit is running or was interrupted"):
             Retriever(store, default_bm25(embedder)).search("nprobe")
         _, finished = ingest(store, default_bm25(embedder), small_docs.iterdir())

@@ -16,7 +16,7 @@ from ingest.pipeline import Ingestor, Status
 from rag.chunking import Chunker
 from rag.loaders import load_document
 from rag.store import (
-    PROFILE_PROPERTY,
+    PROFILE_KEY,
     SCHEMA_VERSION,
     CollectionProfile,
     MilvusStore,
@@ -169,11 +169,30 @@ def test_another_profile_is_refused_with_the_way_out(store):
 
 
 def test_a_collection_of_an_older_schema_is_refused_with_the_way_out(store, embedder):
-    record = json.loads(store.read_property(PROFILE_PROPERTY))
-    store.write_properties({PROFILE_PROPERTY: json.dumps(record | {"schema_version": 1})})
+    record = json.loads(store.read_record(PROFILE_KEY))
+    store.write_records({PROFILE_KEY: json.dumps(record | {"schema_version": 1})})
     with pytest.raises(ProfileMismatchError, match="--reset") as error:
         MilvusStore.open(store.uri, "docs", CollectionProfile.of(embedder))
     assert f"schema v1 of this tool, which reads schema v{SCHEMA_VERSION}" in str(error.value)
+
+
+def test_a_collection_keeping_its_records_in_properties_has_them_moved(
+    folder, store, embedder, settings
+):
+    # Before the __meta table, the profile record was a collection property.
+    run(make_ingestor(store, embedder, settings), folder)
+    record = store.read_record(PROFILE_KEY)
+    store.client.drop_collection(store.meta_collection)
+    store.client.alter_collection_properties("docs", properties={PROFILE_KEY: record})
+
+    reopened = MilvusStore.open(store.uri, "docs", CollectionProfile.of(embedder))
+    try:
+        assert reopened.client.has_collection(reopened.meta_collection)
+        assert reopened.records() == {PROFILE_KEY: record}
+        report = run(make_ingestor(reopened, embedder, settings), folder)
+        assert report.count(Status.UNCHANGED) == len(PAGES)
+    finally:
+        reopened.close()
 
 
 def test_a_path_too_long_to_store_fails_alone(folder, store, embedder, settings):

@@ -21,7 +21,7 @@ from rag.http import APIError
 from rag.rerankers import RerankError
 from rag.rerankers.jina import JinaReranker
 from rag.settings import Settings
-from rag.store import PROFILE_PROPERTY, CollectionProfile, MilvusStore
+from rag.store import PROFILE_KEY, CollectionProfile, MilvusStore
 from rag.types import Hit
 
 REPO = Path(__file__).resolve().parents[1]
@@ -157,8 +157,8 @@ def test_cli_never_prints_an_api_key(api_uri, scripts, tmp_path):
 def test_cli_on_a_collection_of_another_schema_says_the_way_out_and_it_works(tmp_path, embedder):
     uri = str(tmp_path / "old.db")
     store = MilvusStore.open(uri, "docs", CollectionProfile.of(embedder))
-    record = json.loads(store.read_property(PROFILE_PROPERTY))
-    store.write_properties({PROFILE_PROPERTY: json.dumps(record | {"schema_version": 0})})
+    record = json.loads(store.read_record(PROFILE_KEY))
+    store.write_records({PROFILE_KEY: json.dumps(record | {"schema_version": 0})})
     store.close()
     docs = tmp_path / "docs"
     docs.mkdir()

@@ -34,7 +34,7 @@ from rag.retriever import Retriever
 from rag.settings import SearchMode, get_settings
 from rag.store import (
     BM25_FIELD,
-    PROFILE_PROPERTY,
+    PROFILE_KEY,
     CollectionProfile,
     MilvusStore,
     StoreError,
@@ -576,10 +576,9 @@ def test_a_collection_of_another_schema_or_profile_says_the_way_out(
     uri = str(tmp_path / "old.db")
     for name in ("old", "current"):
         MilvusStore.open(uri, name, CollectionProfile.of(embedder)).close()
-    store = MilvusStore.open(uri, "current")
-    record = json.loads(store.read_property(PROFILE_PROPERTY))
-    store.client.alter_collection_properties(
-        "old", properties={PROFILE_PROPERTY: json.dumps(record | {"schema_version": 0})})
+    store = MilvusStore.open(uri, "old")
+    record = json.loads(store.read_record(PROFILE_KEY))
+    store.write_records({PROFILE_KEY: json.dumps(record | {"schema_version": 0})})
     store.close()
 
     old = start_app(uri, "old")

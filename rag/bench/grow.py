@@ -21,13 +21,15 @@ from rag.store import (
     FILES_SUFFIX,
     JOURNAL_SUFFIX,
     MAX_SOURCE_BYTES,
+    META_SUFFIX,
     PARAMS_SUFFIX,
-    PROFILE_PROPERTY,
+    PROFILE_KEY,
     CollectionProfile,
     MilvusStore,
     connect,
     disconnect,
     fit_bytes,
+    read_records,
 )
 
 _PAGE = 1_000  # rows per query_iterator page and per insert
@@ -51,10 +53,11 @@ def find_sources(uris: list[str], profile: CollectionProfile) -> list[Source]:
         client = connect(uri)
         try:
             for name in sorted(client.list_collections()):
-                if name.endswith((PARAMS_SUFFIX, JOURNAL_SUFFIX, FILES_SUFFIX)):
+                if name.endswith((META_SUFFIX, PARAMS_SUFFIX, JOURNAL_SUFFIX, FILES_SUFFIX)):
                     continue
-                properties = client.describe_collection(name).get("properties", {})
-                raw = properties.get(PROFILE_PROPERTY)
+                if client.has_collection(name + META_SUFFIX):
+                    client.load_collection(name + META_SUFFIX)
+                raw = read_records(client, name).get(PROFILE_KEY)
                 if raw is None:
                     continue
                 record = json.loads(raw)

@@ -2,11 +2,12 @@
 
 Where they live: in ``<collection>__sparse_params``, a sibling collection in the same Milvus
 (inside the db directory for Milvus Lite, on the server for a server URL), as the text the
-function's own ``save`` writes (read back with its ``load``). The chunk collection's profile
-records their fingerprint and vocabulary size, and its ``rag.sparse_fit`` property the fit
-state. Every process that opens the collection (ingest, search, the app, eval; on this
-machine or another) therefore encodes queries with the parameters the stored documents were
-encoded with, and a query side holding other parameters is refused.
+function's own ``save`` writes (read back with its ``load``). The collection's profile
+record holds their fingerprint and vocabulary size, and its ``rag.sparse_fit`` record the
+fit state (both in ``<collection>__meta``). Every process that opens the collection (ingest,
+search, the app, eval; on this machine or another) therefore encodes queries with the
+parameters the stored documents were encoded with, and a query side holding other
+parameters is refused.
 
 Refit policy (applied by :func:`after_ingest`, which every ingest calls after its run):
 
@@ -33,9 +34,9 @@ from pathlib import Path
 
 from rag.chunking import embedding_text
 from rag.embedders.base import Embedder, FittedSparseEncoder, fitted_sparse
-from rag.store import PROFILE_PROPERTY, CollectionProfile, MilvusStore, StoreError
+from rag.store import PROFILE_KEY, CollectionProfile, MilvusStore, StoreError
 
-FIT_STATE_PROPERTY = "rag.sparse_fit"
+FIT_STATE_KEY = "rag.sparse_fit"
 REFIT_BATCH = 1000  # chunks encoded and rewritten per step of a refit
 
 
@@ -79,12 +80,12 @@ class RefitReport:
 
 def read_state(store: MilvusStore) -> FitState:
     """The collection's fit state (the default when none is recorded)."""
-    raw = store.read_property(FIT_STATE_PROPERTY)
+    raw = store.read_record(FIT_STATE_KEY)
     return FitState(**json.loads(raw)) if raw else FitState()
 
 
-def _state_property(state: FitState) -> dict[str, str]:
-    return {FIT_STATE_PROPERTY: json.dumps(asdict(state))}
+def _state_record(state: FitState) -> dict[str, str]:
+    return {FIT_STATE_KEY: json.dumps(asdict(state))}
 
 
 def params_text(sparse: FittedSparseEncoder) -> str:
@@ -130,9 +131,9 @@ def load_params(store: MilvusStore, embedder: Embedder) -> None:
     sparse = fitted_sparse(embedder)
     if sparse is None:
         return
-    properties = store.properties()
-    store.profile = CollectionProfile(**json.loads(properties[PROFILE_PROPERTY]))
-    raw_state = properties.get(FIT_STATE_PROPERTY)
+    records = store.records()
+    store.profile = CollectionProfile(**json.loads(records[PROFILE_KEY]))
+    raw_state = records.get(FIT_STATE_KEY)
     state = FitState(**json.loads(raw_state)) if raw_state else FitState()
     where = f"collection {store.collection!r} at {store.uri}"
     if state.refitting:
@@ -211,21 +212,21 @@ def refit(store: MilvusStore, embedder: Embedder, reason: str) -> RefitReport | 
     started = time.perf_counter()
     chunks = store.all_chunks()
     if not chunks:
-        store.write_properties(_state_property(FitState()))
+        store.write_records(_state_record(FitState()))
         return None
     texts = [embedding_text(chunk) for chunk in chunks]
     sparse.fit(texts)
     fingerprint = sparse.fingerprint
     store.write_params(fingerprint, params_text(sparse))
-    store.write_properties(_state_property(replace(read_state(store), refitting=fingerprint)))
+    store.write_records(_state_record(replace(read_state(store), refitting=fingerprint)))
     for start in range(0, len(chunks), REFIT_BATCH):
         ids = [chunk.chunk_id for chunk in chunks[start : start + REFIT_BATCH]]
         store.update_sparse(ids, sparse.encode_documents(texts[start : start + REFIT_BATCH]))
     store.flush()  # every row was rewritten: unflushed, Milvus Lite re-indexes them per search
     profile = CollectionProfile.of(embedder)
-    store.write_properties(
-        {PROFILE_PROPERTY: json.dumps(asdict(profile))}
-        | _state_property(FitState(fitted_chunks=len(chunks)))
+    store.write_records(
+        {PROFILE_KEY: json.dumps(asdict(profile))}
+        | _state_record(FitState(fitted_chunks=len(chunks)))
     )
     store.profile = profile
     store.drop_params(keep=fingerprint)
@@ -253,6 +254,6 @@ def after_ingest(
         return refit(store, embedder, reason)
     state = read_state(store)
     changed = state.changed_chunks + store.chunks_changed
-    store.write_properties(_state_property(replace(state, changed_chunks=changed)))
+    store.write_records(_state_record(replace(state, changed_chunks=changed)))
     store.chunks_changed = 0
     return None

@@ -219,8 +219,9 @@ class Retriever:
             _set_stage(hits, dense_raw, "dense")
             _set_stage(hits, sparse_raw, "sparse")
             return hits
+        dense_params = self.store.dense_search_params
         requests = [
-            AnnSearchRequest([dense], DENSE_FIELD, {"metric_type": "IP"}, limit, expr=expr),
+            AnnSearchRequest([dense], DENSE_FIELD, dense_params, limit, expr=expr),
             AnnSearchRequest(sparse_rows, SPARSE_FIELD, {"metric_type": "IP"}, limit, expr=expr),
         ]
         raw = self.store.hybrid_search(requests, make_ranker(fusion, rrf_k, weights), top_k)

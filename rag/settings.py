@@ -67,7 +67,9 @@ class Settings(BaseSettings):
     )
     milvus_token: SecretStr | None = Field(None, description="Token for a secured server.")
     collection: str = "docs"
-    dense_index: str = Field("FLAT", description="Dense index type: FLAT or HNSW.")
+    dense_index: str = Field(
+        "FLAT", description="Dense index of new collections: FLAT, HNSW or IVF_FLAT."
+    )
 
     # Embedding
     profile: str = Field("minilm-splade", description="Embedder profile; see rag.embedders.")

@@ -51,6 +51,36 @@ def test_single_modes_work(retriever, mode):
     assert all(a.score >= b.score for a, b in zip(hits, hits[1:], strict=False))
 
 
+def test_an_ivf_flat_collection_is_searched_with_its_own_parameters(
+    tmp_path, embedder, settings, docs_folder
+):
+    from ingest.discover import discover
+    from ingest.pipeline import Ingestor
+    from rag.chunking import Chunker
+
+    uri, profile = str(tmp_path / "ivf.db"), CollectionProfile.of(embedder)
+    store = MilvusStore.open(uri, "docs", profile, dense_index="IVF_FLAT")
+    chunker = Chunker(embedder.tokenizer, settings.chunk_size, settings.chunk_overlap)
+    Ingestor(store, embedder, chunker).run(discover([docs_folder]).files)
+    store.close()
+    store = MilvusStore.open(uri, "docs", profile)  # the FLAT default: the collection decides
+    try:
+        assert store.client.describe_index("docs", "dense")["index_type"] == "IVF_FLAT"
+        assert store.dense_search_params == {"metric_type": "IP", "params": {"nprobe": 32}}
+        retriever = Retriever(store, embedder, candidates=50)
+        for question, pages in KNOWN:
+            assert pages & set(top_pages(retriever.search(question, top_k=5)))
+            dense = retriever.search(question, top_k=5, mode=SearchMode.DENSE)
+            assert pages & set(top_pages(dense))
+    finally:
+        store.close()
+
+
+def test_an_unknown_dense_index_is_refused():
+    with pytest.raises(ValueError, match="unknown dense index 'IVF_PQ': use one of FLAT, HNSW"):
+        MilvusStore(None, "docs", dense_index="IVF_PQ")
+
+
 def test_rrf_scores_are_the_sum_of_reciprocal_ranks(retriever):
     hits = retriever.search(KNOWN[1][0], top_k=10, fusion=Fusion.RRF, rrf_k=60)
     assert any(h.dense_rank and h.sparse_rank for h in hits)

@@ -237,7 +237,7 @@ def grow(
     profile = CollectionProfile.of(build_embedder(settings))
     found = find_sources(sources, profile)
     name = collection or f"bench_{target}"
-    store = MilvusStore.open(db, name, profile)
+    store = MilvusStore.open(db, name, profile, dense_index=settings.dense_index)
     try:
         with err.status(f"growing {name} to {target} chunks…"):
             started = time.perf_counter()

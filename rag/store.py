@@ -555,7 +555,7 @@ class MilvusStore:
         return self.records().get(key) or None
 
     def write_records(self, records: dict[str, str]) -> None:
-        """Set records about the chunk collection (one upsert: all of them or none).
+        """Set records about the chunk collection (in one upsert request).
 
         Raises:
             ValueError: a key over 64 bytes or a value over 65,535 bytes of UTF-8.

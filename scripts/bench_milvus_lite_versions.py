@@ -92,12 +92,14 @@ def build_schema(client, dim: int):
     return schema
 
 
+# IVF_FLAT as the product builds it (rag.store.DENSE_INDEXES); session 4's 95k row used
+# nlist 128 / nprobe 16.
 DENSE_INDEX_PARAMS = {
     "FLAT": {},
     "HNSW": {"M": 16, "efConstruction": 200},
-    "IVF_FLAT": {"nlist": 128},
+    "IVF_FLAT": {"nlist": 1024},
 }
-DENSE_SEARCH_PARAMS = {"FLAT": {}, "HNSW": {"ef": 64}, "IVF_FLAT": {"nprobe": 16}}
+DENSE_SEARCH_PARAMS = {"FLAT": {}, "HNSW": {"ef": 64}, "IVF_FLAT": {"nprobe": 32}}
 
 
 def index_params(client, scalar: bool, dense_index: str = "FLAT"):

@@ -1,8 +1,9 @@
 """Where a query's time goes: each encoder, hybrid_search, and the dense and sparse searches.
 
 `python -m rag.bench query` times embed + search as one number; this script times the
-parts over the same SciFact claims, one query at a time on one thread, after 10 warm-up
-queries, against any collection built with the default profile:
+parts over the same SciFact claims, one query at a time on one thread (each part in a pass
+of its own over all queries, the first 10 of each pass not counted), against any
+collection built with the default profile:
 
     python scripts/query_time_split.py --db http://127.0.0.1:19532 --collection bench_100000
 """
@@ -45,15 +46,20 @@ def main() -> None:
         parts.setdefault(name, []).append((time.perf_counter() - started) * 1000)
         return result
 
+    encoded = []
     for query in queries:
         dense = timed("encode dense", embedder.dense.encode_queries, [query])[0]
         sparse = sparse_to_milvus(timed("encode sparse", embedder.sparse.encode_queries, [query]))
+        encoded.append((dense, sparse))
+    for dense, sparse in encoded:  # each search in a pass of its own
         requests = [
             AnnSearchRequest([dense], DENSE_FIELD, store.dense_search_params, args.candidates),
             AnnSearchRequest(sparse, SPARSE_FIELD, {"metric_type": "IP"}, args.candidates),
         ]
         timed("hybrid_search", store.hybrid_search, requests, RRFRanker(60), 10)
+    for dense, _ in encoded:
         timed("dense search", store.search, DENSE_FIELD, [dense], args.candidates)
+    for _, sparse in encoded:
         timed("sparse search", store.search, SPARSE_FIELD, sparse, args.candidates)
     store.close()
     for name, samples in parts.items():

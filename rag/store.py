@@ -11,7 +11,7 @@ import json
 import logging
 import os
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -627,15 +627,15 @@ class MilvusStore:
 
     def existing_chunk_ids(self, chunk_ids: Iterable[str]) -> set[str]:
         """Which of ``chunk_ids`` are stored."""
-        ids = list(chunk_ids)
-        found: set[str] = set()
-        for start in range(0, len(ids), _BATCH_ROWS):
-            batch = ", ".join(_quote(i) for i in ids[start : start + _BATCH_ROWS])
-            rows = self.client.query(
-                self.collection, filter=f"id in [{batch}]", output_fields=["id"], **_STRONG
+        return {row["id"] for rows in self._rows_by_id(list(chunk_ids), ["id"]) for row in rows}
+
+    def _rows_by_id(self, chunk_ids: Sequence[str], fields: list[str]) -> Iterator[list[dict]]:
+        """The stored rows of ``chunk_ids`` with ``fields``, one query per ``_BATCH_ROWS`` ids."""
+        for start in range(0, len(chunk_ids), _BATCH_ROWS):
+            batch = ", ".join(_quote(i) for i in chunk_ids[start : start + _BATCH_ROWS])
+            yield self.client.query(
+                self.collection, filter=f"id in [{batch}]", output_fields=fields, **_STRONG
             )
-            found.update(row["id"] for row in rows)
-        return found
 
     def _count(self, collection: str) -> int:
         rows = self.client.query(collection, filter="", output_fields=["count(*)"], **_STRONG)
@@ -700,12 +700,7 @@ class MilvusStore:
         if len(chunk_ids) != matrix.shape[0]:
             raise ValueError("chunk_ids and matrix must have the same number of rows")
         vectors = dict(zip(chunk_ids, sparse_to_milvus(matrix), strict=True))
-        fields = [*CHUNK_FIELDS, LEXICAL_FIELD, DENSE_FIELD]
-        for start in range(0, len(chunk_ids), _BATCH_ROWS):
-            batch = ", ".join(_quote(i) for i in chunk_ids[start : start + _BATCH_ROWS])
-            rows = self.client.query(
-                self.collection, filter=f"id in [{batch}]", output_fields=fields, **_STRONG
-            )
+        for rows in self._rows_by_id(chunk_ids, [*CHUNK_FIELDS, LEXICAL_FIELD, DENSE_FIELD]):
             for row in rows:
                 row[SPARSE_FIELD] = vectors[row["id"]]
             if rows:

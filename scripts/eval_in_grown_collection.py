@@ -58,10 +58,10 @@ def main() -> None:
                 ids = [doc_id(h.source, args.prefix) for h in hits]
                 rankings[qid] = collapse_to_documents([i for i in ids if i is not None], 100)
             scores = mean_scores(qrels, rankings)
-            overlap = None
-            for qid, docs in rankings.items():
-                first_top10.setdefault((mode, qid), docs[:10])
-            if collection != args.collection[0]:
+            if collection == args.collection[0]:
+                first_top10.update({(mode, q): docs[:10] for q, docs in rankings.items()})
+                overlap = None
+            else:
                 shared = [
                     len(set(docs[:10]) & set(first_top10[(mode, qid)])) / 10
                     for qid, docs in rankings.items()

@@ -83,23 +83,30 @@ def docs_folder(tmp_path_factory) -> Path:
     return folder
 
 
+def ingest_folder(uri, settings, embedder, folder, dense_index="FLAT"):
+    """Ingest ``folder`` into collection ``docs`` of a new db at ``uri`` (the store closed
+    after); returns the run's report."""
+    from ingest.discover import discover
+    from ingest.pipeline import Ingestor
+    from rag.chunking import Chunker
+    from rag.store import CollectionProfile, MilvusStore
+
+    store = MilvusStore.open(uri, "docs", CollectionProfile.of(embedder), dense_index=dense_index)
+    try:
+        chunker = Chunker(embedder.tokenizer, settings.chunk_size, settings.chunk_overlap)
+        return Ingestor(store, embedder, chunker).run(discover([folder]).files)
+    finally:
+        store.close()
+
+
 @pytest.fixture(scope="session")
 def ingested(tmp_path_factory, settings, embedder, docs_folder):
     """A Milvus Lite db in a temp dir holding the ingested Milvus docs subset.
 
     Yields ``(uri, collection, report)``; the store is closed so tests can open it.
     """
-    from ingest.discover import discover
-    from ingest.pipeline import Ingestor
-    from rag.chunking import Chunker
-    from rag.store import CollectionProfile, MilvusStore
-
     uri = str(tmp_path_factory.mktemp("db") / "milvus.db")
-    store = MilvusStore.open(uri, "docs", CollectionProfile.of(embedder))
-    chunker = Chunker(embedder.tokenizer, settings.chunk_size, settings.chunk_overlap)
-    report = Ingestor(store, embedder, chunker).run(discover([docs_folder]).files)
-    store.close()
-    return uri, "docs", report
+    return uri, "docs", ingest_folder(uri, settings, embedder, docs_folder)
 
 
 def free_port() -> int:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import ingest_folder
 
 from rag.retriever import Retriever, source_prefix_filter
 from rag.settings import Fusion, SearchMode, Settings
@@ -54,16 +55,9 @@ def test_single_modes_work(retriever, mode):
 def test_an_ivf_flat_collection_is_searched_with_its_own_parameters(
     tmp_path, embedder, settings, docs_folder
 ):
-    from ingest.discover import discover
-    from ingest.pipeline import Ingestor
-    from rag.chunking import Chunker
-
-    uri, profile = str(tmp_path / "ivf.db"), CollectionProfile.of(embedder)
-    store = MilvusStore.open(uri, "docs", profile, dense_index="IVF_FLAT")
-    chunker = Chunker(embedder.tokenizer, settings.chunk_size, settings.chunk_overlap)
-    Ingestor(store, embedder, chunker).run(discover([docs_folder]).files)
-    store.close()
-    store = MilvusStore.open(uri, "docs", profile)  # the FLAT default: the collection decides
+    uri = str(tmp_path / "ivf.db")
+    ingest_folder(uri, settings, embedder, docs_folder, dense_index="IVF_FLAT")
+    store = MilvusStore.open(uri, "docs", CollectionProfile.of(embedder))  # the FLAT default
     try:
         assert store.client.describe_index("docs", "dense")["index_type"] == "IVF_FLAT"
         assert store.dense_search_params == {"metric_type": "IP", "params": {"nprobe": 32}}

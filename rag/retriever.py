@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 from pymilvus import AnnSearchRequest, RRFRanker, WeightedRanker
 
-from rag.embedders.base import Embedder
+from rag.embedders.base import Embedder, query_encoders
 from rag.embedders.fitting import load_params
 from rag.fusion import convex_combination
 from rag.http import APIError
 from rag.settings import DEFAULT_FUSION, DEFAULT_WEIGHTS, Fusion, SearchMode, Settings
 from rag.store import BM25_FIELD, DENSE_FIELD, SPARSE_FIELD, MilvusStore, sparse_to_milvus
 from rag.types import Hit
+
+_SIDES = ("dense", "sparse")
+_FIELDS = {"dense": DENSE_FIELD, "sparse": SPARSE_FIELD}
 
 
 def source_prefix_filter(prefix: str | None) -> str:
@@ -78,6 +83,7 @@ class Retriever:
         self.store = store
         self.embedder = embedder
         self.candidates = candidates
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="rag-query")
 
     @classmethod
     def from_settings(cls, settings: Settings, embedder: Embedder | None = None) -> Retriever:
@@ -198,40 +204,79 @@ class Retriever:
             for hit in hits:  # milvus-lite 3.2 returns BM25 scores negated, Milvus positive
                 hit.score = abs(hit.score)
             return hits
-        vectors = self.embedder.encode_queries([query])
-        dense = vectors.dense[0]
-        sparse_rows = [] if vectors.sparse[[0]].nnz == 0 else sparse_to_milvus(vectors.sparse[[0]])
         limit = max(top_k, self.candidates)
-
-        if mode is SearchMode.SPARSE and not sparse_rows:
-            return []
-        if mode is SearchMode.DENSE or not sparse_rows:
-            raw = self.store.search(DENSE_FIELD, [dense], top_k, expr)
-            return self._annotate([_hit(i + 1, r) for i, r in enumerate(raw)], "dense")
-        if mode is SearchMode.SPARSE:
-            raw = self.store.search(SPARSE_FIELD, sparse_rows, top_k, expr)
-            return self._annotate([_hit(i + 1, r) for i, r in enumerate(raw)], "sparse")
+        if mode in (SearchMode.DENSE, SearchMode.SPARSE):
+            side = mode.value
+            raw = self._search_sides(query, (side,), top_k, expr)[side]
+            return self._annotate([_hit(i + 1, r) for i, r in enumerate(raw or [])], side)
 
         if fusion is Fusion.CONVEX:
-            dense_raw = self.store.search(DENSE_FIELD, [dense], limit, expr)
-            sparse_raw = self.store.search(SPARSE_FIELD, sparse_rows, limit, expr)
+            lists = self._search_sides(query, _SIDES, limit, expr)
+            dense_raw, sparse_raw = lists["dense"] or [], lists["sparse"]
+            if sparse_raw is None:  # no known term: the dense list alone
+                hits = [_hit(i + 1, r) for i, r in enumerate(dense_raw[:top_k])]
+                return self._annotate(hits, "dense")
             hits = _convex(dense_raw, sparse_raw, weights, top_k)
             _set_stage(hits, dense_raw, "dense")
             _set_stage(hits, sparse_raw, "sparse")
             return hits
-        dense_params = self.store.dense_search_params
+
+        data = self._encode(query, _SIDES)
+        if not data["sparse"]:
+            raw = self.store.search(DENSE_FIELD, data["dense"], top_k, expr)
+            return self._annotate([_hit(i + 1, r) for i, r in enumerate(raw)], "dense")
         requests = [
-            AnnSearchRequest([dense], DENSE_FIELD, dense_params, limit, expr=expr),
-            AnnSearchRequest(sparse_rows, SPARSE_FIELD, {"metric_type": "IP"}, limit, expr=expr),
+            AnnSearchRequest(
+                data["dense"], DENSE_FIELD, self.store.dense_search_params, limit, expr=expr
+            ),
+            AnnSearchRequest(data["sparse"], SPARSE_FIELD, {"metric_type": "IP"}, limit, expr=expr),
         ]
+        stages = (
+            {
+                side: self._pool.submit(self.store.search, _FIELDS[side], data[side], limit, expr)
+                for side in _SIDES
+            }
+            if stage_ranks
+            else {}
+        )
         raw = self.store.hybrid_search(requests, make_ranker(fusion, rrf_k, weights), top_k)
         hits = [_hit(i + 1, r) for i, r in enumerate(raw)]
-        if stage_ranks:
-            dense_raw = self.store.search(DENSE_FIELD, [dense], limit, expr)
-            sparse_raw = self.store.search(SPARSE_FIELD, sparse_rows, limit, expr)
-            _set_stage(hits, dense_raw, "dense")
-            _set_stage(hits, sparse_raw, "sparse")
+        for side, stage in stages.items():
+            _set_stage(hits, stage.result(), side)
         return hits
+
+    def _encode(self, query: str, sides: tuple[str, ...]) -> dict[str, list]:
+        """Each side's query vector as Milvus search data: ``[float32 [dim]]`` for dense,
+        ``[{dim: weight}]`` for sparse, ``[]`` for a sparse vector with no known term. An
+        embedder with one encoder per side encodes the sides concurrently."""
+        encoders = query_encoders(self.embedder)
+        if encoders is None:
+            both = self.embedder.encode_queries([query])
+            return {side: _search_data(side, getattr(both, side)) for side in sides}
+        encoder = dict(zip(_SIDES, encoders, strict=True))
+        if len(sides) == 1:
+            return {sides[0]: _search_data(sides[0], encoder[sides[0]].encode_queries([query]))}
+        futures = {side: self._pool.submit(encoder[side].encode_queries, [query]) for side in sides}
+        return {side: _search_data(side, future.result()) for side, future in futures.items()}
+
+    def _search_sides(
+        self, query: str, sides: tuple[str, ...], limit: int, expr: str
+    ) -> dict[str, list[dict] | None]:
+        """Each side's hits (``None`` for a sparse vector with no known term). With one
+        encoder per side, each side is encoded and searched on its own thread, so the dense
+        search starts as soon as the dense vector is ready while the sparse side runs beside
+        it (milvus-lite 2.5 searches on one core per request)."""
+        encoders = query_encoders(self.embedder)
+
+        def one(side: str, data: list | None = None) -> list[dict] | None:
+            data = self._encode(query, (side,))[side] if data is None else data
+            return self.store.search(_FIELDS[side], data, limit, expr) if data else None
+
+        if len(sides) == 1:
+            return {sides[0]: one(sides[0])}
+        encoded = self._encode(query, sides) if encoders is None else {}
+        futures = {side: self._pool.submit(one, side, encoded.get(side)) for side in sides}
+        return {side: future.result() for side, future in futures.items()}
 
     @staticmethod
     def _annotate(hits: list[Hit], stage: str) -> list[Hit]:
@@ -239,6 +284,14 @@ class Retriever:
             setattr(hit, f"{stage}_rank", hit.rank)
             setattr(hit, f"{stage}_score", hit.score)
         return hits
+
+
+def _search_data(side: str, vectors) -> list:
+    """Row 0 of a query's ``float32 [1, dim]`` dense or ``csr_array [1, vocab]`` sparse
+    vectors as Milvus search data (``[]`` for an empty sparse row)."""
+    if side == "dense":
+        return [np.asarray(vectors[0])]
+    return sparse_to_milvus(vectors[[0]]) if vectors[[0]].nnz else []
 
 
 def _convex(

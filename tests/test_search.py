@@ -213,3 +213,16 @@ def test_a_searching_process_runs_torch_on_the_query_threads(ingested):
         retriever.store.close()
     finally:
         torch.set_num_threads(before)
+
+
+def test_queries_from_several_threads_get_the_answers_of_serial_queries(retriever):
+    """Each query encodes and searches its two sides on the retriever's own threads; many
+    callers at once (the app's sessions) must still each get their own query's hits."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    questions = [question for question, _ in KNOWN] * 2
+    serial = [[h.chunk_id for h in retriever.search(q, top_k=10)] for q in questions]
+    with ThreadPoolExecutor(max_workers=len(questions)) as callers:
+        together = list(callers.map(lambda q: retriever.search(q, top_k=10), questions))
+    assert [[h.chunk_id for h in hits] for hits in together] == serial
+    assert len({tuple(ids) for ids in serial}) == len(KNOWN)  # the questions differ

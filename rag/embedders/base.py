@@ -113,6 +113,17 @@ def l2_normalize(matrix: np.ndarray) -> np.ndarray:
     return matrix / np.maximum(norms, 1e-12)
 
 
+def query_encoders(embedder: object) -> tuple[DenseEncoder, SparseEncoder] | None:
+    """The embedder's dense and sparse encoders when each encodes on its own (a
+    ``DenseSparseEmbedder``), so a query's two vectors can be made concurrently; ``None``
+    when one pass gives both (BGE-M3, mGTE)."""
+    dense = getattr(embedder, "dense", None)
+    sparse_encoder = getattr(embedder, "sparse", None)
+    if isinstance(dense, DenseEncoder) and isinstance(sparse_encoder, SparseEncoder):
+        return dense, sparse_encoder
+    return None
+
+
 def fitted_sparse(embedder: object) -> FittedSparseEncoder | None:
     """The embedder's sparse function when it is fitted on the corpus, else ``None``."""
     sparse_encoder = getattr(embedder, "sparse", None)

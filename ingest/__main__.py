@@ -82,7 +82,11 @@ def main(
         "chunk_size": chunk_size,
         "chunk_overlap": chunk_overlap,
     }
-    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    try:
+        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValueError as error:  # pydantic's ValidationError is one
+        err.print(f"[red]error[/red] {error}", highlight=False)
+        raise typer.Exit(2) from None
     found = discover(paths, include, exclude, hidden)
     for path, reason in found.errors:
         err.print(_problem("error", path, reason), soft_wrap=True)
@@ -107,10 +111,11 @@ def main(
             CollectionProfile.of(embedder),
             token=token,
             dense_index=settings.dense_index,
+            analyzer=settings.bm25_analyzer,
             create=True,
         )
         prepare_ingest(store, embedder, refit=refit_bm25)
-    except (StoreError, APIError) as error:
+    except (StoreError, APIError, ValueError) as error:  # ValueError: an unknown index or analyzer
         err.print(f"[red]error[/red] {error}", highlight=False)
         raise typer.Exit(2) from None
 

@@ -70,6 +70,12 @@ class Settings(BaseSettings):
     dense_index: str = Field(
         "FLAT", description="Dense index of new collections: FLAT, HNSW or IVF_FLAT."
     )
+    bm25_analyzer: str = Field(
+        "standard",
+        description="Tokenizer of Milvus's full-text BM25 (the bm25 mode) in new collections: "
+        "standard (splits on spaces and punctuation) or jieba (dictionary word segmentation "
+        "for Chinese).",
+    )
 
     # Embedding
     profile: str = Field("minilm-splade", description="Embedder profile; see rag.embedders.")

@@ -35,7 +35,11 @@ _JOURNAL_IDS = 1_800  # chunk ids per journal row: 1,800 × (32 hex + 1 space) <
 DENSE_FIELD = "dense"
 SPARSE_FIELD = "sparse"
 LEXICAL_FIELD = "lexical_text"  # what BM25 reads: the embedded text (rag.chunking.embedding_text)
-BM25_FIELD = "bm25"  # filled by Milvus's BM25 function from LEXICAL_FIELD (standard analyzer)
+BM25_FIELD = "bm25"  # filled by Milvus's BM25 function from LEXICAL_FIELD (its analyzer)
+# The analyzers of LEXICAL_FIELD (Milvus docs, "Analyzer Overview"; milvus-lite 3.x has these
+# two tokenizers): `standard` splits on spaces and punctuation and lowercases, which leaves a
+# run of Chinese characters one token; `jieba` segments Chinese words with its dictionary.
+LEXICAL_ANALYZERS = {"standard": {"tokenizer": "standard"}, "jieba": {"tokenizer": "jieba"}}
 CHUNK_FIELDS = ["id", "text", "source", "title", "heading", "chunk_index", "page", "file_hash"]
 # VARCHAR limits are in bytes of UTF-8 (Milvus docs, "String Field").
 MAX_SOURCE_BYTES = 2_048  # a file path: the chunks' `source`, the manifest's and journal's key
@@ -321,13 +325,21 @@ class MilvusStore:
             ``HNSW`` or ``IVF_FLAT`` (parameters in ``DENSE_INDEXES``). Searches use the
             parameters of the index the collection has.
         uri: where the client is connected (for messages).
+        analyzer: the tokenizer of Milvus's BM25 in a collection this object creates
+            (``LEXICAL_ANALYZERS``: ``standard`` or ``jieba``); an existing collection keeps
+            its own, which also analyzes the queries.
 
     Raises:
-        ValueError: an unknown ``dense_index``.
+        ValueError: an unknown ``dense_index`` or ``analyzer``.
     """
 
     def __init__(
-        self, client: MilvusClient, collection: str, dense_index: str = "FLAT", uri: str = ""
+        self,
+        client: MilvusClient,
+        collection: str,
+        dense_index: str = "FLAT",
+        uri: str = "",
+        analyzer: str = "standard",
     ) -> None:
         self.client = client
         self.uri = uri
@@ -341,6 +353,11 @@ class MilvusStore:
             raise ValueError(
                 f"unknown dense index {dense_index!r}: use one of {', '.join(DENSE_INDEXES)}"
             )
+        if analyzer not in LEXICAL_ANALYZERS:
+            raise ValueError(
+                f"unknown BM25 analyzer {analyzer!r}: use one of {', '.join(LEXICAL_ANALYZERS)}"
+            )
+        self.analyzer = analyzer
         self.dense_search_params: dict = {"metric_type": "IP"}  # set from the index at open
         self.profile: CollectionProfile | None = None
         self.chunks_changed = 0  # chunk rows written or deleted through this object
@@ -355,6 +372,7 @@ class MilvusStore:
         *,
         token: str | None = None,
         dense_index: str = "FLAT",
+        analyzer: str = "standard",
         create: bool = True,
     ) -> MilvusStore:
         """Connect, create the collection if needed, check its profile, load it and warm up.
@@ -370,7 +388,7 @@ class MilvusStore:
                 and ``create`` is false.
             ProfileMismatchError: the collection was built by another profile or schema.
         """
-        store = cls(connect(uri, token), collection, dense_index, uri)
+        store = cls(connect(uri, token), collection, dense_index, uri, analyzer)
         try:
             if not store.client.has_collection(collection):
                 if not create or profile is None:
@@ -426,6 +444,7 @@ class MilvusStore:
             DataType.VARCHAR,
             max_length=_MAX_BYTES[LEXICAL_FIELD],
             enable_analyzer=True,
+            analyzer_params=LEXICAL_ANALYZERS[self.analyzer],
         )
         schema.add_field("source", DataType.VARCHAR, max_length=_MAX_BYTES["source"])
         schema.add_field("title", DataType.VARCHAR, max_length=_MAX_BYTES["title"])

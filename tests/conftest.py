@@ -83,7 +83,7 @@ def docs_folder(tmp_path_factory) -> Path:
     return folder
 
 
-def ingest_folder(uri, settings, embedder, folder, dense_index="FLAT"):
+def ingest_folder(uri, settings, embedder, folder, dense_index="FLAT", analyzer="standard"):
     """Ingest ``folder`` into collection ``docs`` of a new db at ``uri`` (the store closed
     after); returns the run's report."""
     from ingest.discover import discover
@@ -91,7 +91,8 @@ def ingest_folder(uri, settings, embedder, folder, dense_index="FLAT"):
     from rag.chunking import Chunker
     from rag.store import CollectionProfile, MilvusStore
 
-    store = MilvusStore.open(uri, "docs", CollectionProfile.of(embedder), dense_index=dense_index)
+    profile = CollectionProfile.of(embedder)
+    store = MilvusStore.open(uri, "docs", profile, dense_index=dense_index, analyzer=analyzer)
     try:
         chunker = Chunker(embedder.tokenizer, settings.chunk_size, settings.chunk_overlap)
         return Ingestor(store, embedder, chunker).run(discover([folder]).files)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -232,6 +233,23 @@ def test_cli_reports_bad_files_and_exits_nonzero(tmp_path):
 
     again = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=600)
     assert "files: 0 added, 0 updated, 2 unchanged, 3 failed" in again.stdout
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("RAG_BM25_ANALYZER=whitespace", "unknown BM25 analyzer 'whitespace'"),
+        ("RAG_DENSE_INDEX=DISKANN", "unknown dense index 'DISKANN'"),
+        ("RAG_CHUNK_SIZE=many", "chunk_size"),
+    ],
+)
+def test_cli_refuses_a_bad_setting_with_its_reason(tmp_path, setting, message):
+    key, value = setting.split("=")
+    command = [sys.executable, "-m", "ingest", str(PAGES[0]), "--db", str(tmp_path / "x.db")]
+    env = os.environ | {key: value}
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
 
 
 def test_prune_removes_chunks_of_an_ingest_that_never_completed(folder, store, embedder,

@@ -106,3 +106,40 @@ def test_multilingual_profile_evaluates_chinese_end_to_end(tmp_path):
         rows["hybrid-rrf"]["ndcg@10"]
         >= max(rows["dense"]["ndcg@10"], rows["sparse"]["ndcg@10"]) - 0.05
     )
+
+
+def test_the_jieba_analyzer_lets_bm25_match_chinese_words(tmp_path, settings, embedder):
+    """The `standard` analyzer keeps a run of Chinese characters as one token, so Milvus's
+    BM25 matches a Chinese question only where the document repeats it whole; `jieba`
+    segments words. Real CMRC2018 paragraphs and questions whose answer is cmrc-00848."""
+    from conftest import ingest_folder
+
+    from rag.retriever import Retriever
+    from rag.settings import SearchMode
+    from rag.store import CollectionProfile, MilvusStore
+
+    cmrc = SHARED_DATA / "multilingual" / "cmrc2018_zh"
+    with (cmrc / "corpus.jsonl").open(encoding="utf-8") as handle:
+        corpus = [json.loads(line) for line in handle]
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for row in corpus[:12] + [row for row in corpus if row["_id"] == "cmrc-00848"]:
+        (folder / f"{row['_id']}.md").write_text(f"# {row['title']}\n\n{row['text']}\n", "utf-8")
+    with (cmrc / "queries.jsonl").open(encoding="utf-8") as handle:
+        queries = [json.loads(line)["text"] for line in handle][:4]
+
+    found = {}
+    for analyzer in ("standard", "jieba"):
+        uri = str(tmp_path / f"{analyzer}.db")
+        report = ingest_folder(uri, settings, embedder, folder, analyzer=analyzer)
+        assert not report.failed
+        store = MilvusStore.open(uri, "docs", CollectionProfile.of(embedder))
+        retriever = Retriever(store, embedder)
+        found[analyzer] = [
+            "cmrc-00848"
+            in {Path(h.source).stem for h in retriever.search(q, mode=SearchMode.BM25, top_k=3)}
+            for q in queries
+        ]
+        store.close()
+    assert all(found["jieba"])
+    assert sum(found["standard"]) <= 1

@@ -155,6 +155,10 @@ def main(
     chunk_overlap: Annotated[int | None, typer.Option(help="Overlap tokens.")] = None,
     rrf_k: Annotated[int | None, typer.Option("--rrf-k", help="RRF constant k.")] = None,
     weights: Annotated[str | None, typer.Option(help="Weighted fusion: W_DENSE,W_SPARSE.")] = None,
+    bm25_analyzer: Annotated[
+        str | None,
+        typer.Option(help="Tokenizer of the bm25 mode: standard or jieba (RAG_BM25_ANALYZER)."),
+    ] = None,
     threads: Annotated[
         int | None, typer.Option(min=1, help="Torch threads (default RAG_NUM_THREADS).")
     ] = None,
@@ -187,6 +191,7 @@ def main(
         "chunk_overlap": chunk_overlap,
         "rrf_k": rrf_k,
         "weights": _weights(weights),
+        "bm25_analyzer": bm25_analyzer,
         "num_threads": threads,
         "batch_size": batch_size,
         "reranker": rerank,
@@ -248,7 +253,9 @@ def _evaluate(
     try:
         profile_record = CollectionProfile.of(embedder)
         name = collection_name(dataset, dataset.corpus_hash(), profile_record, chunking)
-        store = MilvusStore.open(uri, name, profile_record, token=token)
+        store = MilvusStore.open(
+            uri, name, profile_record, token=token, analyzer=settings.bm25_analyzer
+        )
         prepare_ingest(store, embedder)
     except (StoreError, APIError) as error:
         err.print(f"[red]error[/red] {error}", highlight=False)

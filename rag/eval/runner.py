@@ -74,18 +74,20 @@ class ChunkingConfig:
         max_length: tokens the models read per text.
         precision: the forward passes' number format (``rag.embedders.precision``): vectors
             differ in their last digits, so each precision gets its own collection.
+        analyzer: the tokenizer of Milvus's BM25 (``rag.store.LEXICAL_ANALYZERS``).
     """
 
     chunking: str
     max_length: int
     precision: str = "float32"
+    analyzer: str = "standard"
 
     @classmethod
     def of(cls, settings: Settings, chunker: Chunker) -> ChunkingConfig:
         """The configuration ``settings`` and ``chunker`` give (precision as it resolves on
         this machine: ``auto`` is bfloat16 only with native bfloat16)."""
         precision = "bfloat16" if autocast_dtype(settings.precision) else "float32"
-        return cls(chunker.signature, settings.max_length, precision)
+        return cls(chunker.signature, settings.max_length, precision, settings.bm25_analyzer)
 
 
 def collection_name(
@@ -100,11 +102,14 @@ def collection_name(
     # Fitted state (BM25's parameters) is left out: it follows from the corpus.
     record = asdict(profile.composition())
     record.pop("sparse_params")
+    chunking_record = asdict(chunking)
+    if chunking.analyzer == "standard":  # collections made before the option keep their names
+        chunking_record.pop("analyzer")
     key = json.dumps(
         {
             "corpus": corpus_hash,
             "profile": record,
-            "chunking": asdict(chunking),
+            "chunking": chunking_record,
             "recipe": INGEST_RECIPE,
         },
         sort_keys=True,

@@ -93,6 +93,11 @@ class Settings(BaseSettings):
         "one short query gains little from a second thread and runs 5-15x slower with two "
         "when another process holds a core (docs/BENCHMARKS.md).",
     )
+    dense_query_int8: bool = Field(
+        False,
+        description="Encode queries with all-MiniLM-L6-v2's packaged int8 ONNX export (about "
+        "half the time of the torch model per query; documents stay on torch).",
+    )
     precision: Precision = Field(
         Precision.AUTO,
         description="Forward passes of sentence-transformers and SPLADE models: auto, float32 "

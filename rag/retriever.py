@@ -181,12 +181,12 @@ class Retriever:
         ``hybrid`` sends two ``AnnSearchRequest`` (dense and sparse, ``candidates`` hits
         each) to Milvus ``hybrid_search`` fused by RRF or weighted scores, or, with the
         ``convex`` fusion, runs the two searches and fuses them here (``rag.fusion``, no
-        extra search for stage ranks); ``dense`` and
-        ``sparse`` search one field; ``bm25`` runs Milvus's full-text BM25 on the chunk
-        text (its scores are relevance, higher is better). With ``stage_ranks``, each hybrid
-        hit also carries its rank and score in the dense and sparse lists (two more
-        searches). A query whose sparse vector is empty (no known term) is searched densely
-        only.
+        extra search for stage ranks); ``dense`` and ``sparse`` search one field; ``bm25``
+        runs Milvus's full-text BM25 on the chunk text (its scores are relevance, higher is
+        better). With ``stage_ranks``, each hybrid hit also carries its rank and score in
+        the dense and sparse lists (two more searches). A query whose sparse vector is
+        empty (no known term) is searched densely only. The two sides are encoded and
+        searched on two threads (:meth:`_search_sides`).
 
         Raises:
             ValueError: empty query or invalid fusion parameters.

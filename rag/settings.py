@@ -94,9 +94,10 @@ class Settings(BaseSettings):
         "when another process holds a core (docs/BENCHMARKS.md).",
     )
     dense_query_int8: bool = Field(
-        False,
-        description="Encode queries with all-MiniLM-L6-v2's packaged int8 ONNX export (about "
-        "half the time of the torch model per query; documents stay on torch).",
+        True,
+        description="Encode all-MiniLM-L6-v2's queries on its packaged int8 ONNX export "
+        "(about half the torch model's time per query, the same nDCG@10: docs/EVALUATION.md); "
+        "documents stay on torch, and other dense models ignore it.",
     )
     precision: Precision = Field(
         Precision.AUTO,

@@ -186,10 +186,10 @@ def test_the_default_profile_builds_and_records_exactly_as_before(embedder):
     assert record == CollectionProfile(**legacy)
     assert record.composition() == record and not record.fitted
     assert asdict(record) == legacy | {"sparse_params": ""}
-    assert (type(embedder.dense).__name__, type(embedder.sparse).__name__) == (
+    assert (type(embedder.dense.documents).__name__, type(embedder.sparse).__name__) == (
         "SentenceTransformerDense",
         "SpladeSparse",
-    )
+    )  # queries on the int8 export of the same model (RAG_DENSE_QUERY_INT8)
 
 
 def test_search_rebuilds_the_recorded_composition_unless_told_otherwise():
@@ -711,7 +711,7 @@ def test_bfloat16_forward_passes_keep_the_vectors(embedder):
     assert autocast_dtype(Precision.FLOAT32) is None
     assert autocast_dtype(Precision.BFLOAT16) is torch.bfloat16
     assert autocast_dtype(Precision.AUTO) is (torch.bfloat16 if native_bfloat16() else None)
-    dense, splade = embedder.dense, embedder.sparse
+    dense, splade = embedder.dense.documents, embedder.sparse  # documents: the torch model
     saved = dense.autocast, splade.autocast
     try:
         dense.autocast = splade.autocast = None
@@ -729,11 +729,14 @@ def test_bfloat16_forward_passes_keep_the_vectors(embedder):
 
 
 def test_the_int8_query_setting_keeps_the_collection_profile(settings, embedder):
-    """RAG_DENSE_QUERY_INT8 changes how queries are encoded, not the collection's vectors: a
-    collection built without it is searched with it."""
+    """RAG_DENSE_QUERY_INT8 (on by default) changes how queries are encoded, not the
+    collection's vectors: a collection built with it off is searched with it on."""
     from rag.embedders.onnx_int8 import Int8QueryDense
-    from rag.store import CollectionProfile
+    from rag.embedders.sentence_transformer import SentenceTransformerDense
 
-    int8 = build_embedder(settings.model_copy(update={"dense_query_int8": True}))
-    assert isinstance(int8.dense, Int8QueryDense)
-    assert CollectionProfile.of(int8) == CollectionProfile.of(embedder)
+    assert isinstance(embedder.dense, Int8QueryDense)
+    on_torch = build_embedder(settings.model_copy(update={"dense_query_int8": False}))
+    assert type(on_torch.dense) is SentenceTransformerDense
+    assert CollectionProfile.of(on_torch) == CollectionProfile.of(embedder)
+    other = build_embedder(settings.model_copy(update={"profile": "multilingual"}))
+    assert not isinstance(other.dense, Int8QueryDense)  # only all-MiniLM-L6-v2 has the export

@@ -231,28 +231,29 @@ def test_queries_from_several_threads_get_the_answers_of_serial_queries(retrieve
 
 
 def test_int8_query_vectors_find_what_the_torch_ones_find(retriever, embedder):
-    """RAG_DENSE_QUERY_INT8: queries on all-MiniLM-L6-v2's packaged int8 ONNX export,
-    documents on torch; real SciFact claims and the ingested docs."""
+    """RAG_DENSE_QUERY_INT8 (the default): queries on all-MiniLM-L6-v2's packaged int8 ONNX
+    export, documents on torch; real SciFact claims and the ingested docs."""
     from rag.embedders.onnx_int8 import Int8QueryDense
 
-    int8 = Int8QueryDense(embedder.dense)
+    assert isinstance(embedder.dense, Int8QueryDense)
+    int8, torch_dense = embedder.dense, embedder.dense.documents
     scifact = SHARED_DATA / "beir" / "scifact" / "queries.jsonl"
     with scifact.open(encoding="utf-8") as handle:
         claims = [json.loads(line)["text"] for line, _ in zip(handle, range(64), strict=False)]
-    torch_vectors, int8_vectors = embedder.dense.encode_queries(claims), int8.encode_queries(claims)
+    torch_vectors, int8_vectors = torch_dense.encode_queries(claims), int8.encode_queries(claims)
     assert int8_vectors.dtype == np.float32 and int8_vectors.shape == (64, 384)
     assert np.allclose(np.linalg.norm(int8_vectors, axis=1), 1.0, atol=1e-5)
-    assert (torch_vectors * int8_vectors).sum(axis=1).min() > 0.998
+    assert 0.998 < (torch_vectors * int8_vectors).sum(axis=1).min() < 0.99999
     texts = claims[:4]
-    assert np.array_equal(int8.encode_documents(texts), embedder.dense.encode_documents(texts))
+    assert np.array_equal(int8.encode_documents(texts), torch_dense.encode_documents(texts))
 
-    swapped = Retriever(retriever.store, DenseSparseEmbedder(
-        embedder.profile, int8, embedder.sparse, embedder.tokenizer, embedder.max_tokens
+    on_torch = Retriever(retriever.store, DenseSparseEmbedder(
+        embedder.profile, torch_dense, embedder.sparse, embedder.tokenizer, embedder.max_tokens
     ))  # fmt: skip
     for question, pages in KNOWN:
-        hits = swapped.search(question, top_k=10, mode=SearchMode.DENSE)
+        hits = retriever.search(question, top_k=10, mode=SearchMode.DENSE)
         assert pages & set(top_pages(hits))
-        reference = retriever.search(question, top_k=10, mode=SearchMode.DENSE)
+        reference = on_torch.search(question, top_k=10, mode=SearchMode.DENSE)
         assert len({h.chunk_id for h in hits} & {h.chunk_id for h in reference}) >= 8
 
 

@@ -62,7 +62,9 @@ def ingest(
     from rag.embedders.packaged import resolve_model
     from rag.eval.beir import BeirDataset, dataset_name
 
-    settings = Settings(**({"num_threads": threads} if threads else {}))
+    # Documents only: the forward timers hook the torch models, not a query encoder.
+    overrides = {"dense_query_int8": False} | ({"num_threads": threads} if threads else {})
+    settings = Settings(**overrides)
     machine = _machine()
     dataset = BeirDataset(corpus, "", dataset_name(corpus))
     if not dataset.corpus_path.is_file():

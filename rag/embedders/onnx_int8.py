@@ -9,6 +9,7 @@ collection's vectors do not change with this option.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -47,8 +48,6 @@ class Int8QueryDense:
     """
 
     def __init__(self, documents: DenseEncoder, threads: int = 1) -> None:
-        import onnxruntime as ort
-
         if not has_int8_export(documents):
             raise ValueError(
                 f"int8 query encoding exists for {MINILM} without a query prompt only, "
@@ -62,10 +61,17 @@ class Int8QueryDense:
         self.dim = documents.dim
         self.max_tokens = documents.max_tokens
         self.tokenizer = documents.tokenizer
+        self._model, self._threads = model, threads
+
+    @cached_property
+    def session(self):
+        """The onnxruntime session, made on the first query (an ingest never needs it)."""
+        import onnxruntime as ort
+
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
+        options.intra_op_num_threads = self._threads
         options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(self._model), options, providers=["CPUExecutionProvider"])
 
     def encode_documents(self, texts: Sequence[str]) -> np.ndarray:
         """``float32 [len(texts), dim]`` document vectors, from the torch model."""

@@ -38,6 +38,11 @@ class Fusion(StrEnum):
 # sparse and BM25 on six of them, with lists of 300 and of 50 candidates alike.
 DEFAULT_FUSION = Fusion.CONVEX
 DEFAULT_WEIGHTS = (0.6, 0.4)  # (dense, sparse)
+# A query's sparse vector searched with its 24 largest lexical weights: on the same seven
+# sets the default hybrid's nDCG@10 moves by -0.0014 to +0.0114 (16 terms lose up to 0.0043),
+# and the sparse search at 100k chunks takes 5.5 ms instead of 8.0 (docs/EVALUATION.md,
+# "Sparse query terms"; docs/BENCHMARKS.md).
+DEFAULT_SPARSE_QUERY_TERMS = 24
 
 
 class Precision(StrEnum):
@@ -152,6 +157,12 @@ class Settings(BaseSettings):
     # Retrieval
     top_k: int = Field(10, ge=1)
     candidates: int = Field(50, ge=1, description="Hits each AnnSearchRequest returns.")
+    sparse_query_terms: int = Field(
+        DEFAULT_SPARSE_QUERY_TERMS,
+        ge=0,
+        description="Search with only the N largest lexical weights of a query's sparse "
+        "vector (0: all); a sparse search's time grows with the query's terms.",
+    )
     mode: SearchMode = SearchMode.HYBRID
     fusion: Fusion = DEFAULT_FUSION
     rrf_k: int = Field(60, ge=1)

@@ -268,3 +268,33 @@ def test_int8_query_encoding_refuses_another_model_or_a_query_prompt(embedder):
     for other in (MultilingualE5Dense(), instructed):
         with pytest.raises(ValueError, match="all-MiniLM-L6-v2 without a query prompt only"):
             Int8QueryDense(other)
+
+
+def test_a_pruned_sparse_query_searches_with_its_largest_weights_only(retriever, embedder):
+    """RAG_SPARSE_QUERY_TERMS: each sparse hit scores the inner product of the query's N
+    largest lexical weights with the chunk's stored sparse vector, nothing more."""
+    from rag.retriever import prune_query_terms
+    from rag.store import SPARSE_FIELD, sparse_to_milvus
+
+    question = KNOWN[0][0]
+    query = sparse_to_milvus(embedder.sparse.encode_queries([question]))[0]
+    assert len(query) > 8
+    top4 = prune_query_terms(query, 4)
+    assert sorted(top4.values()) == sorted(query.values())[-4:]
+    assert prune_query_terms(query, 0) == query == prune_query_terms(query, len(query))
+
+    pruned = Retriever(retriever.store, embedder, sparse_query_terms=4)
+    hits = pruned.search(question, top_k=5, mode=SearchMode.SPARSE)
+    rows = retriever.store.client.get(
+        retriever.store.collection, ids=[h.chunk_id for h in hits], output_fields=[SPARSE_FIELD]
+    )
+    stored = {str(row["id"]): row[SPARSE_FIELD] for row in rows}
+    for hit in hits:
+        document = {int(k): v for k, v in stored[hit.chunk_id].items()}
+        expected = sum(weight * document.get(term, 0.0) for term, weight in top4.items())
+        assert hit.score == pytest.approx(expected, rel=1e-4)
+    unpruned = Retriever(retriever.store, embedder, sparse_query_terms=0)
+    full = unpruned.search(question, top_k=5, mode=SearchMode.SPARSE)
+    # Dropped terms only add (non-negative) weight: the k-th full score is never lower.
+    assert all(a.score >= b.score for a, b in zip(full, hits, strict=True))
+    assert [h.score for h in full] != [h.score for h in hits]

@@ -301,7 +301,9 @@ def _evaluate(
         with err.status(f"encoding {len(queries)} queries…"):
             query_embedder.prepare(list(queries.values()))
         encode_seconds = time.perf_counter() - started
-    retriever = Retriever(store, query_embedder, candidates=top_k)
+    retriever = Retriever(
+        store, query_embedder, candidates=top_k, sparse_query_terms=settings.sparse_query_terms
+    )
 
     rows = []
     with _Progress() as progress:

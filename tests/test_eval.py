@@ -17,6 +17,7 @@ from cross_encoder_fixture import build_tiny_cross_encoder
 
 from rag.eval.beir import BeirDataset, DatasetError, corpus_document, dataset_name
 from rag.eval.metrics import METRIC_NAMES, collapse_to_documents, mean_scores, per_query
+from rag.settings import DEFAULT_SPARSE_QUERY_TERMS
 
 REPO = Path(__file__).resolve().parents[1]
 XQUAD_EN = SHARED_DATA / "multilingual" / "xquad_r" / "en"
@@ -221,6 +222,7 @@ def test_cli_runs_a_real_eval_end_to_end(tmp_path):
     assert by_mode["hybrid-weighted"]["ndcg@10"] >= 0.85
     assert by_mode["hybrid-convex"]["ndcg@10"] >= 0.85
     assert rows[0]["chunks_written"] == rows[0]["chunks"]
+    assert rows[0]["sparse_query_terms"] == DEFAULT_SPARSE_QUERY_TERMS
 
     # The same corpus, profile and chunking: the collection is reused, nothing is embedded.
     again = _eval_cli(

@@ -198,6 +198,7 @@ def query(
         "queries": n,
         "mode": mode,
         "stage_ranks": stage_ranks,
+        "sparse_query_terms": settings.sparse_query_terms,
         "reranker": settings.reranker,
         "threads": settings.query_threads,
         **machine,

@@ -343,6 +343,7 @@ def _evaluate(
                     "top_k": top_k,
                     "rrf_k": settings.rrf_k,
                     "weights": list(settings.weights),
+                    "sparse_query_terms": settings.sparse_query_terms,
                     "reranker": settings.reranker if result.mode.endswith("+rerank") else None,
                     "rerank_depth": settings.rerank_candidates if reranker else None,
                     "query_encode_seconds": round(encode_seconds, 2),

@@ -66,10 +66,16 @@ SparseOption = Annotated[str | None, typer.Option(help="Sparse function (with --
 
 
 def _settings(**overrides) -> Settings:
-    """The settings with every option that was given (``weights`` as ``W_DENSE,W_SPARSE``)."""
+    """The settings with every option that was given (``weights`` as ``W_DENSE,W_SPARSE``);
+    an invalid setting (option, ``RAG_*`` variable or ``.env`` line) exits with code 2 and
+    pydantic's reason."""
     overrides["weights"] = _weights(overrides["weights"])
     names = {"db": "milvus_uri", "rerank": "reranker"}
-    return Settings(**{names.get(k, k): v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings(**{names.get(k, k): v for k, v in overrides.items() if v is not None})
+    except ValueError as error:  # pydantic's ValidationError is one
+        err.print(f"[red]error[/red] {escape(str(error))}", highlight=False)
+        raise typer.Exit(2) from None
 
 
 def _warn(message: str) -> None:

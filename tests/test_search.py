@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -163,6 +164,21 @@ def test_cli_on_a_missing_collection_says_what_to_do(tmp_path):
     )
     assert result.returncode == 2
     assert "python -m ingest" in " ".join(result.stderr.split())
+
+
+def test_cli_refuses_a_bad_setting_with_its_reason(tmp_path):
+    env = os.environ | {"RAG_SPARSE_QUERY_TERMS": "-1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "rag", "search", "anything", "--db", str(tmp_path / "new.db")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    assert "sparse_query_terms" in result.stderr and "greater than or equal to 0" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_min_max_and_convex_combination_by_hand():

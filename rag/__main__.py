@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -74,12 +74,17 @@ def _settings(**overrides) -> Settings:
     try:
         return Settings(**{names.get(k, k): v for k, v in overrides.items() if v is not None})
     except ValueError as error:  # pydantic's ValidationError is one
-        err.print(f"[red]error[/red] {escape(str(error))}", highlight=False)
-        raise typer.Exit(2) from None
+        _fail(error)
 
 
 def _warn(message: str) -> None:
     err.print(f"[yellow]warning[/yellow] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def _fail(error: Exception, *, soft_wrap: bool = False) -> NoReturn:
+    """Print ``error`` on stderr and exit with code 2."""
+    err.print(f"[red]error[/red] {escape(str(error))}", highlight=False, soft_wrap=soft_wrap)
+    raise typer.Exit(2) from None
 
 
 def _retrieve(settings: Settings, query: str, source_prefix: str | None) -> tuple[list, bool]:
@@ -101,8 +106,7 @@ def _retrieve(settings: Settings, query: str, source_prefix: str | None) -> tupl
         )
         retriever.store.close()
     except (StoreError, ValueError, RerankError, OSError, APIError) as error:
-        err.print(f"[red]error[/red] {escape(str(error))}", highlight=False)
-        raise typer.Exit(2) from None
+        _fail(error)
     if fallback:
         _warn(fallback)
     if reranker is not None:
@@ -272,8 +276,7 @@ def serve_llm(
     try:
         serve_llm_forever(ready, model=model, host=host, port=port, threads=threads, n_ctx=ctx)
     except (FileNotFoundError, RuntimeError) as error:
-        err.print(f"[red]error[/red] {escape(str(error))}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+        _fail(error, soft_wrap=True)
 
 
 @app.command("serve-db")
@@ -296,8 +299,7 @@ def serve_db(
     try:
         db_server.serve(ready, db, host=host, port=port, workers=workers)
     except StoreError as error:
-        err.print(f"[red]error[/red] {escape(str(error))}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+        _fail(error, soft_wrap=True)
 
 
 @app.command()

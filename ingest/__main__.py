@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -19,15 +18,14 @@ from rich.text import Text
 from ingest.discover import discover
 from ingest.pipeline import FileOutcome, Ingestor, Status
 from rag.chunking import Chunker
+from rag.cli import err, fail, settings_or_exit
 from rag.embedders import UnknownProfileError, build_embedder
 from rag.embedders.fitting import after_ingest, prepare_ingest
 from rag.embedders.registry import resolve
 from rag.http import APIError
-from rag.settings import Settings
 from rag.store import CollectionProfile, MilvusStore, StoreError, connect
 
 app = typer.Typer(add_completion=False, help=__doc__)
-err = Console(stderr=True)
 
 
 @app.command()
@@ -82,11 +80,7 @@ def main(
         "chunk_size": chunk_size,
         "chunk_overlap": chunk_overlap,
     }
-    try:
-        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
-    except ValueError as error:  # pydantic's ValidationError is one
-        err.print(f"[red]error[/red] {error}", highlight=False)
-        raise typer.Exit(2) from None
+    settings = settings_or_exit(**overrides)
     found = discover(paths, include, exclude, hidden)
     for path, reason in found.errors:
         err.print(_problem("error", path, reason), soft_wrap=True)
@@ -95,8 +89,7 @@ def main(
         with err.status(f"loading embedder profile {resolve(settings).name}…"):
             embedder = build_embedder(settings)
     except (UnknownProfileError, APIError) as error:
-        err.print(f"[red]error[/red] {error}", highlight=False)
-        raise typer.Exit(2) from None
+        fail(error)
     token = settings.milvus_token.get_secret_value() if settings.milvus_token else None
     try:
         if reset:
@@ -116,8 +109,7 @@ def main(
         )
         prepare_ingest(store, embedder, refit=refit_bm25)
     except (StoreError, APIError, ValueError) as error:  # ValueError: an unknown index or analyzer
-        err.print(f"[red]error[/red] {error}", highlight=False)
-        raise typer.Exit(2) from None
+        fail(error)
 
     chunker = Chunker(embedder.tokenizer, settings.chunk_size, settings.chunk_overlap)
     ingestor = Ingestor(store, embedder, chunker, max_bytes=int(settings.max_file_mb * 1_000_000))
@@ -151,8 +143,7 @@ def main(
             store, embedder, refit_now=refit_bm25, drift=settings.bm25_refit_drift
         )
     except StoreError as error:
-        err.print(f"[red]error[/red] {error}", highlight=False)
-        raise typer.Exit(2) from None
+        fail(error)
     finally:
         store.close()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -15,6 +15,7 @@ from rich.table import Table
 from rag import db_server
 from rag.answer import LLM, AnswerStream
 from rag.chunking import context_line
+from rag.cli import err, fail, settings_or_exit, warn, weights_option
 from rag.embedders import PROFILES, UnknownProfileError
 from rag.embedders.registry import API_SETTINGS, LOCAL_SETTINGS, env_name, listing, resolve
 from rag.http import APIError
@@ -22,21 +23,13 @@ from rag.llm_server import DEFAULT_MODEL as DEFAULT_LLM
 from rag.llm_server import serve as serve_llm_forever
 from rag.rerankers import RERANKERS, RerankError, build_reranker
 from rag.retriever import Retriever
-from rag.settings import DEFAULT_DB, Fusion, SearchMode, Settings, parse_weights
+from rag.settings import DEFAULT_DB, Fusion, SearchMode, Settings
 from rag.store import StoreError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-err = Console(stderr=True)
 
 HIT_FIELDS = ("rank", "score", "chunk_id", "source", "title", "heading", "page", "text")
 RERANK_FIELDS = ("rerank_score", "fused_rank")
-
-
-def _weights(value: str | None) -> tuple[float, float] | None:
-    try:
-        return parse_weights(value)
-    except ValueError as error:
-        raise typer.BadParameter(str(error)) from None
 
 
 @app.callback()
@@ -69,22 +62,9 @@ def _settings(**overrides) -> Settings:
     """The settings with every option that was given (``weights`` as ``W_DENSE,W_SPARSE``);
     an invalid setting (option, ``RAG_*`` variable or ``.env`` line) exits with code 2 and
     pydantic's reason."""
-    overrides["weights"] = _weights(overrides["weights"])
+    overrides["weights"] = weights_option(overrides["weights"])
     names = {"db": "milvus_uri", "rerank": "reranker"}
-    try:
-        return Settings(**{names.get(k, k): v for k, v in overrides.items() if v is not None})
-    except ValueError as error:  # pydantic's ValidationError is one
-        _fail(error)
-
-
-def _warn(message: str) -> None:
-    err.print(f"[yellow]warning[/yellow] {escape(message)}", highlight=False, soft_wrap=True)
-
-
-def _fail(error: Exception, *, soft_wrap: bool = False) -> NoReturn:
-    """Print ``error`` on stderr and exit with code 2."""
-    err.print(f"[red]error[/red] {escape(str(error))}", highlight=False, soft_wrap=soft_wrap)
-    raise typer.Exit(2) from None
+    return settings_or_exit(**{names.get(k, k): v for k, v in overrides.items()})
 
 
 def _retrieve(settings: Settings, query: str, source_prefix: str | None) -> tuple[list, bool]:
@@ -106,14 +86,14 @@ def _retrieve(settings: Settings, query: str, source_prefix: str | None) -> tupl
         )
         retriever.store.close()
     except (StoreError, ValueError, RerankError, OSError, APIError) as error:
-        _fail(error)
+        fail(error)
     if fallback:
-        _warn(fallback)
+        warn(fallback)
     if reranker is not None:
         try:
             return reranker.rerank(query, hits, settings.top_k), True
         except RerankError as error:
-            _warn(f"reranking failed, retrieved order kept: {error}")
+            warn(f"reranking failed, retrieved order kept: {error}")
     return hits[: settings.top_k], False
 
 
@@ -276,7 +256,7 @@ def serve_llm(
     try:
         serve_llm_forever(ready, model=model, host=host, port=port, threads=threads, n_ctx=ctx)
     except (FileNotFoundError, RuntimeError) as error:
-        _fail(error, soft_wrap=True)
+        fail(error, soft_wrap=True)
 
 
 @app.command("serve-db")
@@ -299,7 +279,7 @@ def serve_db(
     try:
         db_server.serve(ready, db, host=host, port=port, workers=workers)
     except StoreError as error:
-        _fail(error, soft_wrap=True)
+        fail(error, soft_wrap=True)
 
 
 @app.command()
@@ -308,7 +288,7 @@ def embedders(
 ) -> None:
     """List every embedding function: type, open-source or API, its settings, and whether it
     can run here now (libraries, weights on this machine, API key set)."""
-    settings = Settings()
+    settings = settings_or_exit()
     rows = listing(settings)
     if as_json:
         print(json.dumps(rows, indent=2))

@@ -68,3 +68,24 @@ def test_grow_copies_real_chunks_and_query_runs_on_them(ingested, tmp_path):
         cwd=REPO, capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     assert too_many.returncode == 2 and "more are needed" in too_many.stderr
+
+
+
+@pytest.mark.parametrize(
+    ("command", "setting", "message"),
+    [
+        (["query", "-n", "3"], "RAG_SPARSE_QUERY_TERMS=-1", "greater than or equal to 0"),
+        (["query", "-n", "3"], "RAG_DENSE_INDEX=DISKANN", "unknown dense index 'DISKANN'"),
+        (["grow", "--target", "10"], "RAG_DENSE_INDEX=DISKANN", "unknown dense index 'DISKANN'"),
+    ],
+)
+def test_cli_refuses_a_bad_setting_with_its_reason(tmp_path, command, setting, message):
+    key, value = setting.split("=")
+    result = subprocess.run(
+        [sys.executable, "-m", "rag.bench", *command, "--db", str(tmp_path / "x.db"),
+         *(["--from", str(tmp_path / "src.db")] if command[0] == "grow" else [])],
+        cwd=REPO, env=os.environ | {key: value}, capture_output=True, text=True, timeout=300,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr

@@ -183,6 +183,17 @@ def _eval_cli(*args: str) -> list[dict]:
     return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
 
 
+def test_cli_refuses_a_bad_setting_with_its_reason(tmp_path):
+    env = os.environ | {"RAG_CHUNK_OVERLAP": "500"}
+    result = subprocess.run(
+        [sys.executable, "-m", "rag.eval", str(XQUAD_EN), "--db", str(tmp_path / "x.db")],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "chunk_overlap must be smaller than chunk_size" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "x.db").exists()
+
+
 def _half_of_xquad_en(folder: Path) -> Path:
     """The first 120 of XQuAD-R en's 240 paragraphs, its queries, and the judgments on them."""
     folder.mkdir()

@@ -21,12 +21,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from rag.settings import PROJECT_ROOT, Settings
+from rag.cli import err, fail, settings_or_exit
+from rag.settings import PROJECT_ROOT
 
 SCIFACT = PROJECT_ROOT.parent / "shared" / "data" / "beir" / "scifact"
 
 app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=True)
-err = Console(stderr=True)
 
 
 def _machine() -> dict:
@@ -64,12 +64,11 @@ def ingest(
 
     # Documents only: the forward timers hook the torch models, not a query encoder.
     overrides = {"dense_query_int8": False} | ({"num_threads": threads} if threads else {})
-    settings = Settings(**overrides)
+    settings = settings_or_exit(**overrides)
     machine = _machine()
     dataset = BeirDataset(corpus, "", dataset_name(corpus))
     if not dataset.corpus_path.is_file():
-        err.print(f"[red]error[/red] {dataset.corpus_path} does not exist", highlight=False)
-        raise typer.Exit(2)
+        fail(f"{dataset.corpus_path} does not exist")
     documents = list(dataset.documents())[:limit_docs]
     embedder = build_embedder(settings)
     chunker = Chunker(embedder.tokenizer, settings.chunk_size, settings.chunk_overlap)
@@ -164,17 +163,22 @@ def query(
     """Time query embedding + search (+ rerank) over N real queries, one at a time, after a
     warm-up of 10 queries; print p50/p95/p99, peak memory and the db's size on disk."""
     from rag.bench.timing import peak_rss_mb, percentiles, size_on_disk_mb
-    from rag.rerankers import build_reranker
+    from rag.http import APIError
+    from rag.rerankers import RerankError, build_reranker
     from rag.retriever import Retriever
     from rag.settings import SearchMode
+    from rag.store import StoreError
 
     overrides = {"milvus_uri": db, "collection": collection, "query_threads": threads,
                  "reranker": rerank}  # fmt: skip
-    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    settings = settings_or_exit(**overrides)
     machine = _machine()
     texts = _queries(queries, n + 10)
-    retriever = Retriever.from_settings(settings)
-    reranker = build_reranker(settings, retriever.embedder)
+    try:
+        retriever = Retriever.from_settings(settings)
+        reranker = build_reranker(settings, retriever.embedder)
+    except (StoreError, ValueError, RerankError, OSError, APIError) as error:
+        fail(error)
     chunks = retriever.store.count_chunks()
     depth = max(top_k, settings.rerank_candidates) if reranker else top_k
     timings: dict[str, list[float]] = {"embed_search": [], "rerank": [], "total": []}
@@ -234,21 +238,23 @@ def grow(
     from rag.bench.grow import describe, find_sources
     from rag.bench.grow import grow as grow_collection
     from rag.embedders import build_embedder
-    from rag.store import CollectionProfile, MilvusStore
+    from rag.store import CollectionProfile, MilvusStore, StoreError
 
-    settings = Settings()
+    settings = settings_or_exit()
     profile = CollectionProfile.of(build_embedder(settings))
-    found = find_sources(sources, profile)
     name = collection or f"bench_{target}"
-    store = MilvusStore.open(db, name, profile, dense_index=settings.dense_index)
+    try:
+        found = find_sources(sources, profile)
+        store = MilvusStore.open(db, name, profile, dense_index=settings.dense_index)
+    except (StoreError, ValueError) as error:
+        fail(error)
     try:
         with err.status(f"growing {name} to {target} chunks…"):
             started = time.perf_counter()
             chunks = grow_collection(store, found, target)
             seconds = time.perf_counter() - started
     except ValueError as error:
-        err.print(f"[red]error[/red] {error}", highlight=False)
-        raise typer.Exit(2) from None
+        fail(error)
     finally:
         store.close()
     result = {"benchmark": "grow", "db": db, "collection": name, "chunks": chunks,

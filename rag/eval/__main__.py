@@ -25,6 +25,7 @@ from rich.table import Table
 
 from ingest.pipeline import FileOutcome, Ingestor, IngestReport, Status
 from rag.chunking import Chunker
+from rag.cli import err, fail, settings_or_exit, weights_option
 from rag.embedders import Composition, UnknownProfileError, build_embedder
 from rag.embedders.fitting import after_ingest, prepare_ingest
 from rag.embedders.registry import composition, resolve
@@ -41,20 +42,12 @@ from rag.eval.runner import (
 from rag.http import APIError
 from rag.rerankers import RERANKERS, RerankError, UnknownRerankerError, build_reranker
 from rag.retriever import Retriever
-from rag.settings import PROJECT_ROOT, Settings, parse_weights
+from rag.settings import PROJECT_ROOT, Settings
 from rag.store import CollectionProfile, MilvusStore, StoreError
 
 DEFAULT_EVAL_DB = PROJECT_ROOT / "data" / "eval.db"
 
 app = typer.Typer(add_completion=False, help=__doc__)
-err = Console(stderr=True)
-
-
-def _weights(value: str | None) -> tuple[float, float] | None:
-    try:
-        return parse_weights(value)
-    except ValueError as error:
-        raise typer.BadParameter(str(error)) from None
 
 
 class _Progress:
@@ -190,7 +183,7 @@ def main(
         "chunk_size": chunk_size,
         "chunk_overlap": chunk_overlap,
         "rrf_k": rrf_k,
-        "weights": _weights(weights),
+        "weights": weights_option(weights),
         "bm25_analyzer": bm25_analyzer,
         "num_threads": threads,
         "batch_size": batch_size,
@@ -198,7 +191,7 @@ def main(
         "reranker_model": reranker_model,
         "rerank_candidates": rerank_depth,
     }
-    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    settings = settings_or_exit(**overrides)
     modes = list(dict.fromkeys(mode or list(EvalMode)))
     try:
         compositions = [resolve(settings)] if dense or sparse or not profile else []
@@ -206,11 +199,9 @@ def main(
         dataset = BeirDataset.open(dataset_dir, split)
         queries, qrels = dataset.judged_queries(limit_queries, sample_queries)
     except (DatasetError, UnknownProfileError) as error:
-        err.print(f"[red]error[/red] {error}", highlight=False)
-        raise typer.Exit(2) from None
+        fail(error)
     if not queries:
-        err.print(f"[red]error[/red] no judged queries in {dataset.name} {split}")
-        raise typer.Exit(2)
+        fail(f"no judged queries in {dataset.name} {split}")
 
     results = []
     for chosen in dict.fromkeys(compositions):
@@ -240,13 +231,11 @@ def _evaluate(
         with err.status(f"loading embedder profile {chosen.name}…"):
             embedder = build_embedder(settings, chosen)
     except (UnknownProfileError, APIError, OSError) as error:
-        err.print(f"[red]error[/red] {error}", highlight=False)
-        raise typer.Exit(2) from None
+        fail(error)
     try:
         reranker = build_reranker(settings, embedder)
     except (UnknownRerankerError, RerankError, OSError) as error:
-        err.print(f"[red]error[/red] reranker: {error}", highlight=False)
-        raise typer.Exit(2) from None
+        fail(f"reranker: {error}")
     chunker = Chunker(embedder.tokenizer, settings.chunk_size, settings.chunk_overlap)
     chunking = ChunkingConfig.of(settings, chunker)
     token = settings.milvus_token.get_secret_value() if settings.milvus_token else None
@@ -258,8 +247,7 @@ def _evaluate(
         )
         prepare_ingest(store, embedder)
     except (StoreError, APIError) as error:
-        err.print(f"[red]error[/red] {error}", highlight=False)
-        raise typer.Exit(2) from None
+        fail(error)
 
     # Longest documents first: each embedding batch holds texts of similar length.
     documents = sorted(dataset.documents(), key=lambda d: -sum(len(s.text) for s in d.sections))
@@ -323,8 +311,7 @@ def _evaluate(
                     on_query=lambda task=task: progress.update(task),
                 )
             except RerankError as error:
-                err.print(f"[red]error[/red] reranker: {error}", highlight=False)
-                raise typer.Exit(2) from None
+                fail(f"reranker: {error}")
             note = "  ".join(f"{r.mode} nDCG@10 {r.scores['ndcg@10']:.3f}" for r in results)
             progress.update(task, len(queries), note)
             rows.extend(

@@ -697,6 +697,32 @@ def test_eval_compares_profiles(tmp_path):
     assert "BM25 refitted (first fit)" in " ".join(result.stderr.split())
 
 
+def test_splade_weights_are_the_max_pooled_logits_of_the_whole_mlm_head(embedder):
+    """The per-text vocabulary projection gives SPLADE's definition computed the plain way:
+    ``log1p(relu(max over non-padding positions of the MLM logits))``, from a fresh copy of
+    the model with its head intact, in float32."""
+    from transformers import AutoModelForMaskedLM
+
+    splade = embedder.sparse
+    texts = ["Sparse vectors.", "SPLADE expands a passage into weighted vocabulary terms. " * 5]
+    saved = splade.autocast
+    try:
+        splade.autocast = None
+        got = splade.encode_documents(texts).toarray()
+    finally:
+        splade.autocast = saved
+    model = AutoModelForMaskedLM.from_pretrained(resolve_model(splade.name)).eval()
+    batch = splade.tokenizer(texts, padding=True, return_tensors="pt")
+    assert batch["attention_mask"][0].sum() < batch["attention_mask"][1].sum()  # padding
+    with torch.inference_mode():
+        logits = model(**batch).logits  # [2, L, V]
+        logits[batch["attention_mask"] == 0] = float("-inf")
+    expected = torch.log1p(torch.relu(logits.amax(dim=1))).numpy()
+    assert got.shape == expected.shape == (2, 30522)
+    np.testing.assert_allclose(got, expected, atol=2e-5)
+    assert (got > 0).sum(axis=1).min() > 10
+
+
 def test_bfloat16_forward_passes_keep_the_vectors(embedder):
     """bfloat16 autocast (the ``auto`` precision on a CPU with native bfloat16) changes the
     float32 vectors of the packaged models only in the last digits."""

@@ -54,8 +54,9 @@ class IngestRun:
 
 
 def model_modules(embedder: DenseSparseEmbedder) -> list:
-    """The top-level torch modules of a sentence-transformers + SPLADE embedder."""
-    return [embedder.dense.model, embedder.sparse.model]
+    """The top-level torch modules of a sentence-transformers + SPLADE embedder (SPLADE's
+    vocabulary projection runs outside its model, once per text: ``rag.embedders.splade``)."""
+    return [embedder.dense.model, embedder.sparse.model, embedder.sparse.projection]
 
 
 def run_ours(

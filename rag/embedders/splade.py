@@ -20,7 +20,10 @@ class SpladeSparse:
     ``j`` is ``max_i log(1 + relu(w_ij))`` over its non-padding positions: max pooling as in
     SPLADE v2 (Formal et al., 2021, "SPLADE v2: Sparse Lexical and Expansion Model for
     Information Retrieval", arXiv:2109.10086). Because ``log1p ∘ relu`` is monotone, the max
-    is taken over raw logits first and the transform applied to ``[n, V]`` only.
+    is taken over raw logits first and the transform applied to ``[n, V]`` only. The
+    vocabulary projection ``w_ij = h_i · E_j + b_j`` (``h_i`` the MLM head's hidden state,
+    ``E`` its ``[V, H]`` output embeddings) is most of the cost; it runs on each text's own
+    tokens, one ``[tokens, V]`` product at a time that stays in cache, and never on padding.
 
     Args:
         model: hub id (e.g. ``naver/splade-cocondenser-ensembledistil``), local path, or the
@@ -52,6 +55,7 @@ class SpladeSparse:
         self.batch_size = batch_size
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.model = AutoModelForMaskedLM.from_pretrained(path).to(device).eval()
+        self.projection = _take_projection(self.model)
         self.max_tokens = min(max_length, self.tokenizer.model_max_length)
         self.vocab_size = int(self.model.config.vocab_size)
         self.autocast = autocast_dtype(precision, device)
@@ -61,10 +65,13 @@ class SpladeSparse:
         batch = self.tokenizer(
             texts, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
         ).to(self.device)
+        mask = batch["attention_mask"].bool()
         with forward_context(self.autocast):
-            logits = self.model(**batch).logits  # [b, L, V]
-        logits.masked_fill_(batch["attention_mask"].unsqueeze(-1) == 0, 0.0)
-        weights = torch.log1p(torch.relu(logits.amax(dim=1).float()))  # [b, V]
+            hidden = self.model(**batch).logits  # [b, L, H]: the projection's input
+            logits = torch.stack(
+                [self.projection(h[m]).amax(dim=0) for h, m in zip(hidden, mask, strict=True)]
+            )  # [b, V]
+        weights = torch.log1p(torch.relu(logits.float()))  # [b, V]
         rows, cols = torch.nonzero(weights, as_tuple=True)
         values = weights[rows, cols].float().cpu().numpy()
         return sparse.csr_array(
@@ -88,3 +95,13 @@ class SpladeSparse:
     def encode_queries(self, texts: Sequence[str]) -> sparse.csr_array:
         """Queries are encoded exactly like documents (symmetric SPLADE)."""
         return self.encode_documents(texts)
+
+
+def _take_projection(model: torch.nn.Module) -> torch.nn.Linear:
+    """Replace a masked-LM's vocabulary projection (its output embeddings) with the identity,
+    so that the model returns the projection's input ``[b, L, H]``; return the projection."""
+    projection = model.get_output_embeddings()
+    name = next(name for name, module in model.named_modules() if module is projection)
+    parent, _, attribute = name.rpartition(".")
+    setattr(model.get_submodule(parent), attribute, torch.nn.Identity())
+    return projection

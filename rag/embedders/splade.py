@@ -23,7 +23,8 @@ class SpladeSparse:
     is taken over raw logits first and the transform applied to ``[n, V]`` only. The
     vocabulary projection ``w_ij = h_i · E_j + b_j`` (``h_i`` the MLM head's hidden state,
     ``E`` its ``[V, H]`` output embeddings) is most of the cost; it runs on each text's own
-    tokens, one ``[tokens, V]`` product at a time that stays in cache, and never on padding.
+    tokens, one ``[tokens, V]`` product at a time (not one ``[b, L, V]`` tensor for the
+    batch), and never on padding.
 
     Args:
         model: hub id (e.g. ``naver/splade-cocondenser-ensembledistil``), local path, or the

@@ -766,3 +766,22 @@ def test_the_int8_query_setting_keeps_the_collection_profile(settings, embedder)
     assert CollectionProfile.of(on_torch) == CollectionProfile.of(embedder)
     other = build_embedder(settings.model_copy(update={"profile": "multilingual"}))
     assert not isinstance(other.dense, Int8QueryDense)  # only all-MiniLM-L6-v2 has the export
+
+
+def test_int8_queries_are_encoded_in_bounded_batches_in_input_order(embedder):
+    """Thousands of queries at once (the evaluation harness) run in length-sorted batches of
+    ``batch_size``, not one padded run that held 24 GB for XQuAD-R's 13,090 questions; each
+    row is still its own query's vector."""
+    from rag.embedders.onnx_int8 import Int8QueryDense
+
+    int8 = Int8QueryDense(embedder.dense.documents, batch_size=4)
+    texts = [f"{'very ' * (i % 5 * 9)}question number {i} about sparse vectors" for i in range(10)]
+    sizes: list[int] = []
+    run = int8._encode_batch
+    int8._encode_batch = lambda batch: sizes.append(len(batch)) or run(batch)
+    together = int8.encode_queries(texts)
+    assert sizes == [4, 4, 2]
+    alone = np.vstack([run([text]) for text in texts])
+    similarity = together @ alone.T  # [10, 10] cosines: each row matches its own text best
+    assert similarity.diagonal().min() > 0.999
+    assert (similarity.argmax(axis=1) == np.arange(10)).all()

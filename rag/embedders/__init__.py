@@ -55,7 +55,7 @@ def build_embedder(settings: Settings, composition: Composition | None = None) -
         from rag.embedders.onnx_int8 import Int8QueryDense, has_int8_export
 
         if has_int8_export(dense):
-            dense = Int8QueryDense(dense, settings.query_threads)
+            dense = Int8QueryDense(dense, settings.query_threads, settings.batch_size)
     sparse = FUNCTIONS[composition.sparse].build(settings)
     tokenizers = (getattr(dense, "tokenizer", None), getattr(sparse, "tokenizer", None))
     tokenizer = next((t for t in tokenizers if t is not None), None)

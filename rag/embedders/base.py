@@ -113,6 +113,20 @@ def l2_normalize(matrix: np.ndarray) -> np.ndarray:
     return matrix / np.maximum(norms, 1e-12)
 
 
+def length_sorted_batches(
+    texts: Sequence[str], batch_size: int
+) -> tuple[list[list[str]], np.ndarray]:
+    """``texts`` in batches of at most ``batch_size`` and similar length (shortest first), so
+    that a padded forward pass wastes little, and the ``int64 [len(texts)]`` permutation that
+    puts the batches' concatenated rows back in input order (``rows[restore]``)."""
+    order = np.argsort([len(text) for text in texts], kind="stable")
+    batches = [
+        [texts[i] for i in order[start : start + batch_size]]
+        for start in range(0, len(texts), batch_size)
+    ]
+    return batches, np.argsort(order, kind="stable")
+
+
 def query_encoders(embedder: object) -> tuple[DenseEncoder, SparseEncoder] | None:
     """The embedder's dense and sparse encoders when each encodes on its own (a
     ``DenseSparseEmbedder``), so a query's two vectors can be made concurrently; ``None``

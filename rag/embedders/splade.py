@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from scipy import sparse
 
+from rag.embedders.base import length_sorted_batches
 from rag.embedders.packaged import resolve_model
 from rag.embedders.precision import autocast_dtype, forward_context
 from rag.settings import Precision
@@ -85,13 +86,9 @@ class SpladeSparse:
         """``csr_array [len(texts), vocab_size]`` of ``float32`` lexical weights."""
         if not texts:
             return sparse.csr_array((0, self.vocab_size), dtype=np.float32)
-        order = np.argsort([len(t) for t in texts], kind="stable")
-        parts = [
-            self._encode_batch([texts[i] for i in order[start : start + self.batch_size]])
-            for start in range(0, len(texts), self.batch_size)
-        ]
-        stacked = sparse.vstack(parts, format="csr")
-        return sparse.csr_array(stacked[np.argsort(order, kind="stable")])
+        batches, restore = length_sorted_batches(texts, self.batch_size)
+        stacked = sparse.vstack([self._encode_batch(batch) for batch in batches], format="csr")
+        return sparse.csr_array(stacked[restore])
 
     def encode_queries(self, texts: Sequence[str]) -> sparse.csr_array:
         """Queries are encoded exactly like documents (symmetric SPLADE)."""

@@ -8,7 +8,7 @@ them here in several ways and scores each with the harness's metrics:
 - weighted sums with Milvus ``WeightedRanker``'s arctan normalisation
   (``0.5 + arctan(score)/π``),
 - convex combinations of min-max normalised scores (``rag.fusion``),
-- RRF over dense + sparse + BM25.
+- RRF and convex combinations over dense + sparse + BM25.
 
     python scripts/sweep_fusion.py ../shared/data/classic/cisi --split test
     python scripts/sweep_fusion.py ../shared/data/classic/cisi --split test \
@@ -162,6 +162,10 @@ def main() -> None:
     for k in (10, 60):
         configs[f"rrf k={k} dense+sparse+bm25"] = lambda s, k=k: rrf(
             [s["dense"], s["sparse"], s["bm25"]], k
+        )
+    for w in ((0.6, 0.3, 0.1), (0.6, 0.2, 0.2), (0.5, 0.3, 0.2)):
+        configs[f"convex {'/'.join(map(str, w))} d+s+bm25"] = lambda s, w=w: convex_combination(
+            [s["dense"], s["sparse"], s["bm25"]], w, 10_000
         )
     print(f"{dataset.name} {dataset.split}: {len(queries)} queries, collection {name}, "
           f"lists of {args.depth} chunks")  # fmt: skip

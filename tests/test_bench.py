@@ -70,7 +70,6 @@ def test_grow_copies_real_chunks_and_query_runs_on_them(ingested, tmp_path):
     assert too_many.returncode == 2 and "more are needed" in too_many.stderr
 
 
-
 @pytest.mark.parametrize(
     ("command", "setting", "message"),
     [

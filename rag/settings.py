@@ -6,9 +6,10 @@ import os
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DB = PROJECT_ROOT / "data" / "milvus.db"
@@ -166,7 +167,11 @@ class Settings(BaseSettings):
     mode: SearchMode = SearchMode.HYBRID
     fusion: Fusion = DEFAULT_FUSION
     rrf_k: int = Field(60, ge=1)
-    weights: tuple[float, float] = DEFAULT_WEIGHTS
+    weights: Annotated[tuple[float, float], NoDecode] = Field(
+        DEFAULT_WEIGHTS,
+        description="Dense and sparse weights of weighted and convex fusion: W_DENSE,W_SPARSE "
+        "(as --weights takes them) or a JSON list.",
+    )
 
     # Reranking (see rag.rerankers)
     reranker: str = Field(
@@ -195,6 +200,13 @@ class Settings(BaseSettings):
     llm_max_tokens: int = Field(256, ge=1, description="Most tokens generated per answer.")
     llm_temperature: float = Field(0.0, ge=0, le=2)
     llm_passages: int = Field(5, ge=1, description="Best hits given to the LLM as passages.")
+
+    @field_validator("weights", mode="before")
+    @classmethod
+    def _weights_from_text(cls, value: object) -> object:
+        if isinstance(value, str):
+            return parse_weights(value.strip().removeprefix("[").removesuffix("]"))
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

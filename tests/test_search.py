@@ -181,6 +181,19 @@ def test_cli_refuses_a_bad_setting_with_its_reason(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("value", ["0.7,0.3", "[0.7, 0.3]", " 0.7, 0.3 "])
+def test_rag_weights_takes_the_cli_form_or_a_json_list(monkeypatch, value):
+    monkeypatch.setenv("RAG_WEIGHTS", value)
+    assert Settings(_env_file=None).weights == (0.7, 0.3)
+
+
+@pytest.mark.parametrize("value", ["abc", "0.7", "1,2,3"])
+def test_a_bad_rag_weights_says_what_is_expected(monkeypatch, value):
+    monkeypatch.setenv("RAG_WEIGHTS", value)
+    with pytest.raises(ValueError, match="expected two numbers: W_DENSE,W_SPARSE"):
+        Settings(_env_file=None)
+
+
 def test_min_max_and_convex_combination_by_hand():
     from rag.fusion import convex_combination, min_max
 

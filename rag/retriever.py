@@ -1,4 +1,5 @@
-"""Query → embed → search (dense, sparse) → fuse (Milvus ``hybrid_search``) → ranked hits."""
+"""Query → embed → search (dense, sparse) → fuse (convex, here; or Milvus ``hybrid_search``
+with RRF or weighted scores) → ranked hits."""
 
 from __future__ import annotations
 

@@ -70,6 +70,23 @@ def test_grow_copies_real_chunks_and_query_runs_on_them(ingested, tmp_path):
     assert too_many.returncode == 2 and "more are needed" in too_many.stderr
 
 
+def test_grow_reports_each_copied_page_and_stops_at_the_target(ingested, embedder, tmp_path):
+    from rag.bench.grow import find_sources, grow
+    from rag.store import CollectionProfile, MilvusStore
+
+    uri, collection, report = ingested
+    profile = CollectionProfile.of(embedder)
+    sources = find_sources([uri], profile)
+    target = report.chunks_written - 2
+    store = MilvusStore.open(str(tmp_path / "grown.db"), "grown", profile)
+    try:
+        copied: list[int] = []
+        assert grow(store, sources, target, copied.append) == target == store.count_chunks()
+        assert sum(copied) == target and all(0 < n <= 1_000 for n in copied)
+    finally:
+        store.close()
+
+
 @pytest.mark.parametrize(
     ("command", "setting", "message"),
     [

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
 from rag.store import (
@@ -95,9 +95,15 @@ def _rows(source: Source) -> Iterator[list[dict]]:
         disconnect(client, source.uri)
 
 
-def grow(store: MilvusStore, sources: list[Source], target: int) -> int:
+def grow(
+    store: MilvusStore,
+    sources: list[Source],
+    target: int,
+    on_copied: Callable[[int], None] = lambda n: None,
+) -> int:
     """Copy chunks from ``sources`` (in order) into ``store`` until it holds ``target``
-    chunks; returns the chunks it holds. Flushes at the end.
+    chunks; returns the chunks it holds. ``on_copied(n)`` follows each page of ``n``
+    chunks written. Flushes at the end.
 
     Raises:
         ValueError: the sources hold fewer than ``target`` chunks in all.
@@ -114,6 +120,7 @@ def grow(store: MilvusStore, sources: list[Source], target: int) -> int:
             page = page[: target - have]
             store.client.insert(store.collection, page)
             have += len(page)
+            on_copied(len(page))
             if have >= target:
                 store.flush()
                 return have

@@ -107,8 +107,8 @@ class Settings(BaseSettings):
     )
     precision: Precision = Field(
         Precision.AUTO,
-        description="Forward passes of sentence-transformers and SPLADE models: auto, float32 "
-        "or bfloat16 (autocast).",
+        description="Forward passes of sentence-transformers and SPLADE models and of the "
+        "cross-encoder and BGE rerankers: auto, float32 or bfloat16 (autocast).",
     )
 
     # Embedding functions (rag.embedders.registry; `python -m rag embedders` lists them).

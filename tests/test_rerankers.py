@@ -84,8 +84,9 @@ def make_hits(texts: list[str], *, title: str = "", heading: str = "") -> list[H
 
 
 def make_settings(**values) -> Settings:
-    """Settings with ``values``, isolated from any `.env` of the developer."""
-    return Settings(_env_file=None, **({"num_threads": 1} | values))
+    """Settings with ``values``, isolated from any `.env` of the developer; float32 forward
+    passes unless ``precision`` is given, so scores can be compared with a plain load."""
+    return Settings(_env_file=None, **({"num_threads": 1, "precision": "float32"} | values))
 
 
 def expected_order(scores) -> list[int]:
@@ -220,6 +221,33 @@ def test_cross_encoder_agrees_with_rank(cross_encoder, reference_cross_encoder):
     out = cross_encoder.rerank(QUERY, hits, top_k=3)
     assert [h.chunk_id for h in out] == [hits[r["corpus_id"]].chunk_id for r in ranked]
     assert [h.rerank_score for h in out] == pytest.approx([r["score"] for r in ranked], rel=1e-6)
+
+
+@pytest.mark.parametrize("reranker_name", ["cross-encoder", "bge-reranker"])
+def test_bfloat16_reranking_runs_under_autocast_and_keeps_the_scores(
+    reranker_name, cross_encoder_dir, bge_reranker_dir
+):
+    """``RAG_PRECISION=bfloat16`` reaches the reranker's forward passes: the scores move by
+    bfloat16 rounding only (within 10% of their spread on these random-weight fixtures; 1e-4
+    on a 6-layer MiniLM-shaped one, docs/BENCHMARKS.md), and clearly separated scores keep
+    their order."""
+    model = str(cross_encoder_dir if reranker_name == "cross-encoder" else bge_reranker_dir)
+    hits = make_hits(PASSAGES if reranker_name == "cross-encoder" else MULTILINGUAL)
+    scores = {}
+    for precision in ("float32", "bfloat16"):
+        reranker = build_reranker(
+            make_settings(reranker=reranker_name, reranker_model=model, precision=precision)
+        )
+        assert reranker.autocast == (torch.bfloat16 if precision == "bfloat16" else None)
+        scores[precision] = reranker.score(QUERY, [passage_text(h) for h in hits])
+    exact, rounded = scores["float32"], scores["bfloat16"]
+    assert not np.array_equal(exact, rounded)  # the passes did run in bfloat16
+    spread = float(exact.max() - exact.min())
+    assert np.max(np.abs(exact - rounded)) < 0.1 * spread
+    gaps = np.abs(exact[:, None] - exact[None, :])
+    clear = gaps > 0.2 * spread
+    assert np.array_equal((exact[:, None] > exact[None, :])[clear],
+                          (rounded[:, None] > rounded[None, :])[clear])  # fmt: skip
 
 
 def test_cross_encoder_truncates_to_top_k(cross_encoder):
@@ -607,6 +635,7 @@ def test_cli_rerank_json(ingested, cross_encoder_dir, reference_cross_encoder):
         "RAG_RERANKER_MODEL": str(cross_encoder_dir),
         "RAG_RERANK_CANDIDATES": "8",
         "RAG_NUM_THREADS": "1",
+        "RAG_PRECISION": "float32",  # scores compared with a plain float32 load
         "HF_HUB_OFFLINE": "1",
     }
     result = subprocess.run(

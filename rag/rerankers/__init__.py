@@ -68,11 +68,15 @@ def build_reranker(settings: Settings, embedder: Embedder | None = None) -> Rera
     if name == "cross-encoder":
         from rag.rerankers.cross_encoder import DEFAULT_MODEL, CrossEncoderReranker
 
-        return CrossEncoderReranker(settings.reranker_model or DEFAULT_MODEL, **local)
+        return CrossEncoderReranker(
+            settings.reranker_model or DEFAULT_MODEL, precision=settings.precision, **local
+        )
     if name == "bge-reranker":
         from rag.rerankers.bge import DEFAULT_MODEL, BGEReranker
 
-        return BGEReranker(settings.reranker_model or DEFAULT_MODEL, **local)
+        return BGEReranker(
+            settings.reranker_model or DEFAULT_MODEL, precision=settings.precision, **local
+        )
     from rag.embedders.bge_m3 import BGEM3Embedder
     from rag.rerankers.colbert import BGEM3ColbertReranker
 

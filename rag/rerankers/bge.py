@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from rag.embedders.packaged import resolve_model
+from rag.embedders.precision import autocast_dtype, forward_context
 from rag.rerankers.base import ScoringReranker
+from rag.settings import Precision
 
 DEFAULT_MODEL = "BAAI/bge-reranker-v2-m3"
 
@@ -23,6 +25,8 @@ class BGEReranker(ScoringReranker):
         batch_size: pairs per forward pass.
         max_length: tokens read per pair (FlagEmbedding truncates the passage), at most the
             tokenizer's ``model_max_length``.
+        precision: on CPU, ``auto`` / ``bfloat16`` run the forward passes under bfloat16
+            autocast (``rag.embedders.precision``); ``float32`` as the model is.
 
     Raises:
         OSError: the model cannot be found locally and the hub cannot be reached.
@@ -37,6 +41,7 @@ class BGEReranker(ScoringReranker):
         device: str = "cpu",
         batch_size: int = 32,
         max_length: int = 512,
+        precision: Precision = Precision.FLOAT32,
     ) -> None:
         from FlagEmbedding import FlagReranker
 
@@ -49,8 +54,10 @@ class BGEReranker(ScoringReranker):
             max_length=max_length,
         )
         self.model.max_length = min(max_length, self.model.tokenizer.model_max_length)
+        self.autocast = autocast_dtype(precision, device)
 
     def score(self, query: str, passages: list[str]) -> np.ndarray:
         """``FlagReranker.compute_score`` of ``[query, passage]`` pairs: ``float32 [n]``."""
-        scores = self.model.compute_score([[query, passage] for passage in passages])
+        with forward_context(self.autocast):
+            scores = self.model.compute_score([[query, passage] for passage in passages])
         return np.asarray(scores, dtype=np.float32)

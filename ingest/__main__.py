@@ -6,19 +6,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-)
 from rich.text import Text
 
 from ingest.discover import discover
 from ingest.pipeline import FileOutcome, Ingestor, Status
 from rag.chunking import Chunker
-from rag.cli import err, fail, settings_or_exit
+from rag.cli import ProgressBars, err, fail, settings_or_exit
 from rag.embedders import UnknownProfileError, build_embedder
 from rag.embedders.fitting import after_ingest, prepare_ingest
 from rag.embedders.registry import resolve
@@ -113,24 +106,14 @@ def main(
 
     chunker = Chunker(embedder.tokenizer, settings.chunk_size, settings.chunk_overlap)
     ingestor = Ingestor(store, embedder, chunker, max_bytes=int(settings.max_file_mb * 1_000_000))
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[detail]}"),
-        TimeElapsedColumn(),
-        console=err,
-    )
-    with progress:
-        files_task = progress.add_task("files", total=len(found.files), detail="")
-        chunks_task = progress.add_task("chunks written", total=None, detail="")
+    with ProgressBars() as progress:
+        files_task = progress.add("files", total=len(found.files))
+        chunks_task = progress.add("chunks written", total=None)
 
         def on_file(outcome: FileOutcome) -> None:
             progress.advance(files_task)
             if outcome.status is Status.FAILED:
-                progress.console.print(
-                    _problem("failed", outcome.path, outcome.reason or ""), soft_wrap=True
-                )
+                progress.print(_problem("failed", outcome.path, outcome.reason or ""))
 
         def on_chunks(n: int) -> None:
             progress.advance(chunks_task, n)

@@ -230,6 +230,7 @@ def test_cli_reports_bad_files_and_exits_nonzero(tmp_path):
     assert f"{docs / 'locked.pdf'}: PDF is password-protected" in lines
     assert f"{tmp_path / 'missing'}: no such file or folder" in lines
     assert "files: 2 added, 0 updated, 0 unchanged, 3 failed, 0 pruned" in result.stdout
+    assert "files: 5/5 " in result.stderr  # on a pipe, progress is a plain line
 
     again = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=600)
     assert "files: 0 added, 0 updated, 2 unchanged, 3 failed" in again.stdout

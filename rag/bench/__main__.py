@@ -19,17 +19,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
-from rag.cli import err, fail, settings_or_exit
+from rag.cli import ProgressBars, err, fail, settings_or_exit
 from rag.settings import PROJECT_ROOT
 
 SCIFACT = PROJECT_ROOT.parent / "shared" / "data" / "beir" / "scifact"
@@ -256,18 +248,10 @@ def grow(
         store = MilvusStore.open(db, name, profile, dense_index=settings.dense_index)
     except (StoreError, ValueError) as error:
         fail(error)
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=err,
-    )
     try:
-        with progress:
+        with ProgressBars() as progress:
             held = store.count_chunks()
-            task = progress.add_task(f"growing {name}", total=target, completed=held)
+            task = progress.add(f"growing {name}", total=target, completed=held)
             started = time.perf_counter()
             chunks = grow_collection(store, found, target, lambda n: progress.advance(task, n))
             seconds = time.perf_counter() - started

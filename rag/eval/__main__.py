@@ -13,19 +13,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
 from ingest.pipeline import FileOutcome, Ingestor, IngestReport, Status
 from rag.chunking import Chunker
-from rag.cli import err, fail, settings_or_exit, weights_option
+from rag.cli import ProgressBars, err, fail, settings_or_exit, weights_option
 from rag.embedders import Composition, UnknownProfileError, build_embedder
 from rag.embedders.fitting import after_ingest, prepare_ingest
 from rag.embedders.registry import composition, resolve
@@ -48,63 +40,6 @@ from rag.store import CollectionProfile, MilvusStore, StoreError
 DEFAULT_EVAL_DB = PROJECT_ROOT / "data" / "eval.db"
 
 app = typer.Typer(add_completion=False, help=__doc__)
-
-
-class _Progress:
-    """Progress bars on a terminal; on a pipe or file, a plain line every ``every`` seconds
-    (rich draws nothing there until the end)."""
-
-    def __init__(self, every: float = 30.0) -> None:
-        self.every = every
-        self.rich = (
-            Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                TextColumn("{task.fields[note]}"),
-                console=err,
-            )
-            if err.is_terminal
-            else None
-        )
-        self.tasks: dict[int, dict] = {}
-
-    def __enter__(self) -> _Progress:
-        if self.rich:
-            self.rich.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.rich:
-            self.rich.__exit__(*exc)
-
-    def add(self, description: str, total: int) -> int:
-        if self.rich:
-            task = self.rich.add_task(description, total=total, note="")
-        else:
-            task = len(self.tasks)
-        now = time.perf_counter()
-        self.tasks[task] = {"d": description, "n": total, "done": 0, "t0": now, "last": now}
-        return task
-
-    def update(self, task: int, done: int | None = None, note: str = "") -> None:
-        state = self.tasks[task]
-        state["done"] = state["done"] + 1 if done is None else done
-        if self.rich:
-            self.rich.update(task, completed=state["done"], note=note)
-            return
-        now = time.perf_counter()
-        if now - state["last"] >= self.every or state["done"] >= state["n"]:
-            state["last"] = now
-            err.print(
-                f"{state['d']}: {state['done']}/{state['n']} {now - state['t0']:.0f} s {note}",
-                highlight=False,
-            )
-
-    def elapsed(self, task: int) -> float:
-        return time.perf_counter() - self.tasks[task]["t0"]
 
 
 EVAL_BATCH_CHUNKS = 512  # chunks per embedding batch (a corpus is ingested in one run)
@@ -252,7 +187,7 @@ def _evaluate(
     # Longest documents first: each embedding batch holds texts of similar length.
     documents = sorted(dataset.documents(), key=lambda d: -sum(len(s.text) for s in d.sections))
     ingestor = Ingestor(store, embedder, chunker, flush_chunks=EVAL_BATCH_CHUNKS)
-    with _Progress() as progress:
+    with ProgressBars() as progress:
         task = progress.add(f"ingest {dataset.name}", len(documents))
         written = 0
 
@@ -261,7 +196,7 @@ def _evaluate(
             written += outcome.chunks_written
             elapsed = progress.elapsed(task)
             rate = f"{written / elapsed:.1f} chunks/s" if written and elapsed else ""
-            progress.update(task, note=f"{written} chunks {rate}")
+            progress.advance(task, note=f"{written} chunks {rate}")
 
         report = ingestor.run_documents(documents, on_file=on_document)
     if report.failed:
@@ -294,7 +229,7 @@ def _evaluate(
     )
 
     rows = []
-    with _Progress() as progress:
+    with ProgressBars() as progress:
         for eval_mode in modes:
             task = progress.add(f"{eval_mode.value:>15}", len(queries))
             try:
@@ -308,7 +243,7 @@ def _evaluate(
                     weights=settings.weights,
                     reranker=reranker,
                     rerank_depth=settings.rerank_candidates,
-                    on_query=lambda task=task: progress.update(task),
+                    on_query=lambda task=task: progress.advance(task),
                 )
             except RerankError as error:
                 fail(f"reranker: {error}")

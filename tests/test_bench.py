@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,31 @@ def test_grow_reports_each_copied_page_and_stops_at_the_target(ingested, embedde
         copied: list[int] = []
         assert grow(store, sources, target, copied.append) == target == store.count_chunks()
         assert sum(copied) == target and all(0 < n <= 1_000 for n in copied)
+    finally:
+        store.close()
+
+
+def test_grow_with_repeat_copies_the_sources_again_under_new_ids(ingested, embedder, tmp_path):
+    from rag.bench.grow import find_sources, grow
+    from rag.store import CollectionProfile, MilvusStore
+
+    uri, collection, report = ingested
+    profile = CollectionProfile.of(embedder)
+    sources = find_sources([uri], profile)
+    target = 2 * report.chunks_written + 5  # two copies and a few rows of a third
+    store = MilvusStore.open(str(tmp_path / "grown.db"), "grown", profile)
+    try:
+        with pytest.raises(ValueError, match="more are needed"):
+            grow(store, sources, target)  # without repeat the sources are too few
+        assert grow(store, sources, target, repeat=True) == target == store.count_chunks()
+        rows = store.client.query(
+            "grown", filter="", limit=target + 1, output_fields=["source", "text"]
+        )
+        assert len({row["id"] for row in rows}) == target  # every copy under its own id
+        copies = {row["source"].split(":", 1)[0] for row in rows}
+        assert copies == {collection, "copy1", "copy2"}
+        # Every chunk's text and vectors are there twice or more: real rows, not distinct.
+        assert min(Counter(row["text"] for row in rows).values()) >= 2
     finally:
         store.close()
 

@@ -230,11 +230,19 @@ def grow(
     collection: Annotated[
         str | None, typer.Option(help="Collection name (default bench_<target>).")
     ] = None,
+    repeat: Annotated[
+        bool,
+        typer.Option(
+            "--repeat",
+            help="Copy the sources again (new ids) when they hold too few chunks: for timing "
+            "only, the chunks are not distinct.",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Grow a collection of real chunks for `query`: copy every collection of the default
     profile's models found in the --from dbs (already embedded: nothing is re-embedded)
-    until it holds TARGET chunks. Exit 2 when the sources hold too few."""
+    until it holds TARGET chunks. Exit 2 when the sources hold too few (and no --repeat)."""
     from rag.bench.grow import describe, find_sources
     from rag.bench.grow import grow as grow_collection
     from rag.embedders import build_embedder
@@ -253,13 +261,16 @@ def grow(
             held = store.count_chunks()
             task = progress.add(f"growing {name}", total=target, completed=held)
             started = time.perf_counter()
-            chunks = grow_collection(store, found, target, lambda n: progress.advance(task, n))
+            chunks = grow_collection(
+                store, found, target, lambda n: progress.advance(task, n), repeat=repeat
+            )
             seconds = time.perf_counter() - started
     except ValueError as error:
         fail(error)
     finally:
         store.close()
     result = {"benchmark": "grow", "db": db, "collection": name, "chunks": chunks,
+              "repeat": repeat,
               "seconds": round(seconds, 1), "sources": describe(found)}  # fmt: skip
     if as_json:
         print(json.dumps(result))

@@ -8,7 +8,8 @@
 # One Milvus Lite db per step in DIR (a step's collection is its own corpus and chunking),
 # so each process holds a small collection. A finished step leaves DIR/STEP.done and is
 # skipped on the next run; a killed step resumes where it stopped (rag.eval and ingest both
-# commit per document). About 50-65 chunks/s on 2 cores: the whole list takes hours.
+# commit per document). 85-130 chunks/s on 2 cores with native bfloat16, about a third
+# of that without: the whole list takes hours (docs/BENCHMARKS.md).
 set -u
 cd "$(dirname "$0")/.."
 DIR=${1:-data/s1m}

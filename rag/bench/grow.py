@@ -97,6 +97,21 @@ def _rows(source: Source, copy: int = 0) -> Iterator[list[dict]]:
         disconnect(client, source.uri)
 
 
+def _pages(sources: list[Source], repeat: bool) -> Iterator[list[dict]]:
+    """Every source's pages in order, once; with ``repeat``, again and again under new
+    ids (``copy1:``, ``copy2:`` …) until the caller stops or a pass yields nothing."""
+    copy = 0
+    while True:
+        rows = 0
+        for source in sources:
+            for page in _rows(source, copy):
+                rows += len(page)
+                yield page
+        if not repeat or rows == 0:
+            return
+        copy += 1
+
+
 def grow(
     store: MilvusStore,
     sources: list[Source],
@@ -125,19 +140,13 @@ def grow(
             f"the sources hold {available} chunks, {needed} more are needed: ingest "
             "more corpora with this profile (python -m rag.eval DATASET …) first"
         )
-    copy = 0
-    while have < target:
-        for source in sources:
-            for page in _rows(source, copy):
-                page = page[: target - have]
-                store.client.insert(store.collection, page)
-                have += len(page)
-                on_copied(len(page))
-                if have >= target:
-                    break
-            if have >= target:
-                break
-        copy += 1
+    for page in _pages(sources, repeat) if needed > 0 else ():
+        page = page[: target - have]
+        store.client.insert(store.collection, page)
+        have += len(page)
+        on_copied(len(page))
+        if have >= target:
+            break
     store.flush()
     return have
 

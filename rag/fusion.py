@@ -9,6 +9,15 @@ convex combination normalises each list by its own minimum and maximum first, th
 Functions for Hybrid Retrieval", ACM TOIS 42(1), §4: convex combination with min-max
 normalisation outperforms RRF in- and out-of-domain). A hit missing from a list gets 0
 there, the normalised score of that list's last candidate.
+
+Min-max normalisation gives every list's best hit 1.0, however poorly it matches: a sparse
+list whose best hit shares little of the query's lexical weight (a question answered in
+other words) pulls its unrelated hits into the top 10 as strongly as a list of exact
+matches. :func:`sparse_confidence` scales the sparse weight for each query by how much of
+its own lexical weight the best hit reaches (a per-query weight in the spirit of Hsu &
+Tzeng, 2025, "DAT: Dynamic Alpha Tuning for Hybrid Retrieval in Retrieval-Augmented
+Generation", arXiv:2503.23013, which sets it from the top hits' quality; here from scores
+alone). The exponent 2 was chosen on seven English BEIR-format sets (docs/EVALUATION.md).
 """
 
 from __future__ import annotations
@@ -24,6 +33,33 @@ def min_max(scores: Sequence[float]) -> list[float]:
     if high == low:
         return [1.0] * len(scores)
     return [(s - low) / (high - low) for s in scores]
+
+
+def sparse_confidence(top_score: float, self_score: float, power: float) -> float:
+    """``min(1, top_score / self_score) ** power``: the confidence in one query's sparse list.
+
+    Args:
+        top_score: the sparse list's best score (inner product of lexical weights).
+        self_score: the score of a document identical to the query, ``q · q`` for a
+            sparse encoder that embeds queries and documents alike (SPLADE, BGE-M3's
+            lexical weights); the ratio is the share of the query's own lexical weight
+            that its best hit matches.
+        power: the exponent; 0 gives 1.0 (no scaling).
+
+    Returns:
+        A factor in [0, 1] for the sparse list's fusion weight; 0.0 when ``self_score`` or
+        ``top_score`` is not positive.
+
+    Raises:
+        ValueError: ``power < 0``.
+    """
+    if power < 0:
+        raise ValueError("power must be >= 0")
+    if power == 0:
+        return 1.0
+    if self_score <= 0 or top_score <= 0:
+        return 0.0
+    return min(1.0, top_score / self_score) ** power
 
 
 def convex_combination(

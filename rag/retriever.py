@@ -13,10 +13,11 @@ from pymilvus import AnnSearchRequest, RRFRanker, WeightedRanker
 
 from rag.embedders.base import Embedder, query_encoders
 from rag.embedders.fitting import load_params
-from rag.fusion import convex_combination
+from rag.fusion import convex_combination, sparse_confidence
 from rag.http import APIError
 from rag.settings import (
     DEFAULT_FUSION,
+    DEFAULT_SPARSE_CONFIDENCE,
     DEFAULT_SPARSE_QUERY_TERMS,
     DEFAULT_WEIGHTS,
     Fusion,
@@ -89,6 +90,8 @@ class Retriever:
         candidates: hits each ``AnnSearchRequest`` returns before fusion.
         sparse_query_terms: keep only this many of a query's largest lexical weights in its
             sparse search (0: all); see :func:`prune_query_terms`.
+        sparse_confidence: exponent of the sparse list's per-query confidence in the
+            ``convex`` fusion (0: the weights as given); see :meth:`_weigh`.
     """
 
     def __init__(
@@ -97,11 +100,13 @@ class Retriever:
         embedder: Embedder,
         candidates: int = 50,
         sparse_query_terms: int = DEFAULT_SPARSE_QUERY_TERMS,
+        sparse_confidence: float = DEFAULT_SPARSE_CONFIDENCE,
     ) -> None:
         self.store = store
         self.embedder = embedder
         self.candidates = candidates
         self.sparse_query_terms = sparse_query_terms
+        self.sparse_confidence = sparse_confidence
         self._encoders = query_encoders(embedder)  # None: one pass gives both vectors
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="rag-query")
 
@@ -154,7 +159,13 @@ class Retriever:
         except Exception:
             store.close()
             raise
-        return cls(store, embedder, settings.candidates, settings.sparse_query_terms)
+        return cls(
+            store,
+            embedder,
+            settings.candidates,
+            settings.sparse_query_terms,
+            settings.sparse_confidence,
+        )
 
     def search(self, query: str, *, source_prefix: str | None = None, **options) -> list[Hit]:
         """The ``top_k`` best chunks for ``query``, best first; see :meth:`_search` for the
@@ -227,15 +238,16 @@ class Retriever:
         limit = max(top_k, self.candidates)
         if mode in (SearchMode.DENSE, SearchMode.SPARSE):
             side = mode.value
-            raw = self._search_sides(query, (side,), top_k, expr)[side]
+            raw = self._search_sides(query, (side,), top_k, expr)[side][1]
             return self._annotate([_hit(i + 1, r) for i, r in enumerate(raw or [])], side)
 
         if fusion is Fusion.CONVEX:
             lists = self._search_sides(query, _SIDES, limit, expr)
-            dense_raw, sparse_raw = lists["dense"] or [], lists["sparse"]
+            dense_raw, (sparse_data, sparse_raw) = lists["dense"][1] or [], lists["sparse"]
             if sparse_raw is None:  # no known term: the dense list alone
                 hits = [_hit(i + 1, r) for i, r in enumerate(dense_raw[:top_k])]
                 return self._annotate(hits, "dense")
+            weights = self._weigh(weights, sparse_data, sparse_raw)
             hits = _convex(dense_raw, sparse_raw, weights, top_k)
             _set_stage(hits, dense_raw, "dense")
             _set_stage(hits, sparse_raw, "sparse")
@@ -292,21 +304,41 @@ class Retriever:
 
     def _search_sides(
         self, query: str, sides: tuple[str, ...], limit: int, expr: str
-    ) -> dict[str, list[dict] | None]:
-        """Each side's hits (``None`` for a sparse vector with no known term). With one
-        encoder per side, each side is encoded and searched on its own thread, so the dense
-        search starts as soon as the dense vector is ready while the sparse side runs beside
-        it (milvus-lite 2.5 searches on one core per request)."""
+    ) -> dict[str, tuple[list, list[dict] | None]]:
+        """Each side's search data (see :meth:`_encode`) and hits (``None`` for a sparse
+        vector with no known term). With one encoder per side, each side is encoded and
+        searched on its own thread, so the dense search starts as soon as the dense vector
+        is ready while the sparse side runs beside it (milvus-lite 2.5 searches on one core
+        per request)."""
         encoded = self._encode(query, sides) if self._encoders is None else {}
 
-        def search(side: str) -> list[dict] | None:
+        def search(side: str) -> tuple[list, list[dict] | None]:
             data = encoded[side] if encoded else self._encode(query, (side,))[side]
-            return self.store.search(_FIELDS[side], data, limit, expr) if data else None
+            return data, self.store.search(_FIELDS[side], data, limit, expr) if data else None
 
         if len(sides) == 1:
             return {sides[0]: search(sides[0])}
         futures = {side: self._pool.submit(search, side) for side in sides}
         return {side: future.result() for side, future in futures.items()}
+
+    def _weigh(
+        self, weights: tuple[float, float], sparse_data: list, sparse_raw: list[dict]
+    ) -> tuple[float, float]:
+        """The convex fusion's weights for one query: the sparse weight times
+        :func:`rag.fusion.sparse_confidence` of its list (best score against the query's
+        own ``q · q``). Fitted BM25 weighs query terms by IDF and document terms by
+        saturated frequency, so its ``q · q`` is on another scale: its weight stays as
+        given, and so do weights that the scaling would make all zero."""
+        if self.sparse_confidence == 0 or self.store.profile is None or self.store.profile.fitted:
+            return weights
+        vector = sparse_data[0]
+        top = max((float(r["distance"]) for r in sparse_raw), default=0.0)
+        scaled = (
+            weights[0],
+            weights[1]
+            * sparse_confidence(top, sum(w * w for w in vector.values()), self.sparse_confidence),
+        )
+        return scaled if sum(scaled) > 0 else weights
 
     @staticmethod
     def _annotate(hits: list[Hit], stage: str) -> list[Hit]:

@@ -44,6 +44,9 @@ DEFAULT_WEIGHTS = (0.6, 0.4)  # (dense, sparse)
 # and the sparse search at 100k chunks takes 5.5 ms instead of 8.0 (docs/EVALUATION.md,
 # "Sparse query terms"; docs/BENCHMARKS.md).
 DEFAULT_SPARSE_QUERY_TERMS = 24
+# The convex fusion scales the sparse weight per query by min(1, best sparse score / q·q)
+# to this power (rag.fusion.sparse_confidence; docs/EVALUATION.md, "Confidence").
+DEFAULT_SPARSE_CONFIDENCE = 2.0
 
 
 class Precision(StrEnum):
@@ -163,6 +166,12 @@ class Settings(BaseSettings):
         ge=0,
         description="Search with only the N largest lexical weights of a query's sparse "
         "vector (0: all); a sparse search's time grows with the query's terms.",
+    )
+    sparse_confidence: float = Field(
+        DEFAULT_SPARSE_CONFIDENCE,
+        ge=0,
+        description="Convex fusion: scale the sparse weight per query by min(1, best sparse "
+        "score / the query's own q·q) to this power (0: the weights as given).",
     )
     mode: SearchMode = SearchMode.HYBRID
     fusion: Fusion = DEFAULT_FUSION

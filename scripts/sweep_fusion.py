@@ -7,7 +7,9 @@ them here in several ways and scores each with the harness's metrics:
 - RRF with several k (as Milvus ``RRFRanker``: ``sum 1/(k + rank)``),
 - weighted sums with Milvus ``WeightedRanker``'s arctan normalisation
   (``0.5 + arctan(score)/π``),
-- convex combinations of min-max normalised scores (``rag.fusion``),
+- convex combinations of min-max normalised scores (``rag.fusion``), with and without
+  the sparse weight scaled by the list's confidence (``rag.fusion.sparse_confidence``:
+  its best score against the query's own ``q · q``, all terms),
 - RRF and convex combinations over dense + sparse + BM25.
 
     python scripts/sweep_fusion.py ../shared/data/classic/cisi --split test
@@ -37,7 +39,7 @@ from rag.eval.__main__ import DEFAULT_EVAL_DB
 from rag.eval.beir import BeirDataset
 from rag.eval.metrics import METRIC_NAMES, collapse_to_documents, per_query
 from rag.eval.runner import DEFAULT_TOP_K, DOC_DEPTH, ChunkingConfig, collection_name
-from rag.fusion import convex_combination
+from rag.fusion import convex_combination, sparse_confidence
 from rag.settings import Settings
 from rag.store import (
     BM25_FIELD,
@@ -66,6 +68,24 @@ def arctan_weighted(lists: Sequence[Ranked], weights: Sequence[float]) -> Ranked
             normalised = 0.5 + math.atan(score) / math.pi
             scores[item] = scores.get(item, 0.0) + weight * normalised
     return sorted(scores.items(), key=lambda pair: -pair[1])
+
+
+def self_scores(queries: dict[str, str]) -> dict[str, float]:
+    """Each query's ``q · q``: its sparse query vector (all terms) with itself."""
+    vectors = build_embedder(Settings()).encode_queries(list(queries.values())).sparse
+    return {qid: float((vectors[[row]].data ** 2).sum()) for row, qid in enumerate(queries)}
+
+
+def with_confidence(stages: dict[str, Ranked], weights: tuple[float, float], power: float):
+    """The convex combination, its sparse weight scaled as the retriever scales it."""
+    sparse_list = stages["sparse"]
+    top = sparse_list[0][1] if sparse_list else 0.0
+    scaled = (weights[0], weights[1] * sparse_confidence(top, stages["self_score"], power))
+    return convex_combination(pair(stages), scaled if sum(scaled) > 0 else weights, 10_000)
+
+
+def pair(stages):
+    return [stages["dense"], stages["sparse"]]
 
 
 def retrieve(
@@ -130,9 +150,11 @@ def main() -> None:
             with gzip.open(cache, "wt", encoding="utf-8") as handle:
                 json.dump({"collection": name, "source": source, "lists": lists}, handle)
     lists = {
-        qid: {stage: ranked[: args.depth] for stage, ranked in stages.items()}
+        qid: {stage: stages[stage][: args.depth] for stage in ("dense", "sparse", "bm25")}
         for qid, stages in lists.items()
     }
+    for qid, score in self_scores(queries).items():
+        lists[qid]["self_score"] = score
 
     def score(fuse) -> dict[str, dict[str, float]]:
         rankings = {
@@ -140,9 +162,6 @@ def main() -> None:
             for qid, stages in lists.items()
         }
         return per_query(qrels, rankings)
-
-    def pair(stages):
-        return [stages["dense"], stages["sparse"]]
 
     configs = {
         "dense": lambda s: s["dense"],
@@ -159,6 +178,11 @@ def main() -> None:
         configs[f"convex min-max {w:.2g}/{1 - w:.2g}"] = lambda s, w=w: convex_combination(
             pair(s), (w, 1 - w), 10_000
         )
+    for w in (0.5, 0.6, 0.7):
+        for power in (1, 2):
+            configs[f"convex {w:.2g}/{1 - w:.2g} confidence^{power}"] = (
+                lambda s, w=w, power=power: with_confidence(s, (w, 1 - w), power)
+            )
     for k in (10, 60):
         configs[f"rrf k={k} dense+sparse+bm25"] = lambda s, k=k: rrf(
             [s["dense"], s["sparse"], s["bm25"]], k

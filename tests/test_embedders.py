@@ -44,7 +44,7 @@ from rag.embedders.registry import (
     settings_for_record,
 )
 from rag.retriever import Retriever
-from rag.settings import SearchMode, Settings
+from rag.settings import Fusion, SearchMode, Settings
 from rag.store import CollectionProfile, MilvusStore, ProfileMismatchError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -380,6 +380,22 @@ def test_queries_use_the_collections_params(bm25_db, embedder):
             retriever.search("brute-force exact FLAT index", top_k=3, mode=SearchMode.SPARSE)
         )
         assert len(retriever.search(question, top_k=5)) == 5  # hybrid: MiniLM + BM25
+    finally:
+        retriever.store.close()
+
+
+def test_fitted_bm25_lists_keep_their_fusion_weight(bm25_db, embedder):
+    """BM25's query weights (IDF) and document weights (saturated term frequency) are on
+    other scales, so q·q says nothing of a perfect match: no confidence scaling."""
+    uri, _, _ = bm25_db
+    retriever = Retriever.from_settings(clean_settings(milvus_uri=uri), default_bm25(embedder))
+    try:
+        question = "How does IVF_SQ8 scalar quantization compress vectors?"
+        options = {"top_k": 10, "fusion": Fusion.CONVEX, "weights": (0.5, 0.5)}
+        assert retriever.sparse_confidence == 2.0
+        scaled = [(h.chunk_id, h.score) for h in retriever.search(question, **options)]
+        retriever.sparse_confidence = 0.0
+        assert [(h.chunk_id, h.score) for h in retriever.search(question, **options)] == scaled
     finally:
         retriever.store.close()
 

@@ -210,6 +210,59 @@ def test_min_max_and_convex_combination_by_hand():
         convex_combination([dense, sparse], (0.0, 0.0), 2)
 
 
+def test_sparse_confidence_by_hand():
+    from rag.fusion import sparse_confidence
+
+    assert sparse_confidence(10.0, 20.0, 2.0) == 0.25  # half the query's own q·q, squared
+    assert sparse_confidence(10.0, 20.0, 1.0) == 0.5
+    assert sparse_confidence(30.0, 20.0, 2.0) == 1.0  # a hit above q·q is capped at 1
+    assert sparse_confidence(10.0, 20.0, 0.0) == 1.0  # power 0: no scaling
+    assert sparse_confidence(0.0, 20.0, 2.0) == sparse_confidence(5.0, 0.0, 2.0) == 0.0
+    with pytest.raises(ValueError, match="power"):
+        sparse_confidence(1.0, 1.0, -1.0)
+
+
+@pytest.mark.parametrize(
+    "question,low,high",
+    [
+        (KNOWN[1][0], 1.0, 1.0),  # the HNSW page holds every word of the question
+        ("Which U.S. state has been admitted latest?", 0.0, 0.5),  # nothing in Milvus docs
+    ],
+)
+def test_convex_fusion_scales_the_sparse_weight_by_the_lists_confidence(
+    retriever, embedder, question, low, high
+):
+    """The fused order is the convex combination of the real lists with the sparse weight
+    times min(1, best sparse score / q·q)², q the query's pruned SPLADE vector."""
+    from rag.fusion import convex_combination, sparse_confidence
+    from rag.retriever import prune_query_terms
+    from rag.store import sparse_to_milvus
+
+    vector = sparse_to_milvus(embedder.encode_queries([question]).sparse)[0]
+    pruned = prune_query_terms(vector, retriever.sparse_query_terms)
+    self_score = sum(w * w for w in pruned.values())
+    dense = retriever.search(question, top_k=50, mode=SearchMode.DENSE)
+    sparse = retriever.search(question, top_k=50, mode=SearchMode.SPARSE)
+    confidence = sparse_confidence(sparse[0].score, self_score, 2.0)
+    assert low <= confidence <= high
+    expected = convex_combination(
+        [[(h.chunk_id, h.score) for h in hits] for hits in (dense, sparse)],
+        (0.6, 0.4 * confidence),
+        10,
+    )
+    retriever.sparse_confidence = 2.0
+    fused = retriever.search(question, top_k=10, fusion=Fusion.CONVEX, weights=(0.6, 0.4))
+    assert [(h.chunk_id, round(h.score, 6)) for h in fused] == [
+        (i, round(score, 6)) for i, score in expected
+    ]
+    retriever.sparse_confidence = 0.0  # off: the weights as given
+    plain = retriever.search(question, top_k=10, fusion=Fusion.CONVEX, weights=(0.6, 0.4))
+    unscaled = convex_combination(
+        [[(h.chunk_id, h.score) for h in hits] for hits in (dense, sparse)], (0.6, 0.4), 10
+    )
+    assert [h.chunk_id for h in plain] == [i for i, _ in unscaled]
+
+
 def test_convex_fusion_fuses_the_two_real_lists(retriever):
     question = KNOWN[1][0]
     dense = retriever.search(question, top_k=50, mode=SearchMode.DENSE)

@@ -34,9 +34,10 @@ class Fusion(StrEnum):
     CONVEX = "convex"
 
 
-# Chosen on seven English BEIR-format sets (docs/EVALUATION.md, "Choosing the defaults"):
-# min-max convex fusion, dense 0.6 / sparse 0.4, has the best mean nDCG@10 and beats dense,
-# sparse and BM25 on six of them, with lists of 300 and of 50 candidates alike.
+# Chosen on seven English BEIR-format sets (docs/EVALUATION.md, "Summary, and the choice of
+# the defaults" and "The sparse list's confidence"): min-max convex fusion, dense 0.6 /
+# sparse 0.4, with the sparse weight scaled per query by its list's confidence, beats dense,
+# sparse and BM25 on all seven, with lists of 300 and of 50 candidates alike.
 DEFAULT_FUSION = Fusion.CONVEX
 DEFAULT_WEIGHTS = (0.6, 0.4)  # (dense, sparse)
 # A query's sparse vector searched with its 24 largest lexical weights: on the same seven
@@ -45,7 +46,8 @@ DEFAULT_WEIGHTS = (0.6, 0.4)  # (dense, sparse)
 # "Sparse query terms"; docs/BENCHMARKS.md).
 DEFAULT_SPARSE_QUERY_TERMS = 24
 # The convex fusion scales the sparse weight per query by min(1, best sparse score / q·q)
-# to this power (rag.fusion.sparse_confidence; docs/EVALUATION.md, "Confidence").
+# to this power (rag.fusion.sparse_confidence; docs/EVALUATION.md, "The sparse list's
+# confidence").
 DEFAULT_SPARSE_CONFIDENCE = 2.0
 
 

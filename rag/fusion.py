@@ -62,6 +62,19 @@ def sparse_confidence(top_score: float, self_score: float, power: float) -> floa
     return min(1.0, top_score / self_score) ** power
 
 
+def confident_weights(
+    weights: tuple[float, float], top_score: float, self_score: float, power: float
+) -> tuple[float, float]:
+    """``(w_dense, w_sparse · sparse_confidence(top_score, self_score, power))``: one query's
+    convex fusion weights; the weights as given when the scaling would make them all zero.
+
+    Raises:
+        ValueError: ``power < 0``.
+    """
+    scaled = (weights[0], weights[1] * sparse_confidence(top_score, self_score, power))
+    return scaled if sum(scaled) > 0 else weights
+
+
 def convex_combination(
     lists: Sequence[Sequence[tuple[str, float]]], weights: Sequence[float], top_k: int
 ) -> list[tuple[str, float]]:

@@ -13,7 +13,7 @@ from pymilvus import AnnSearchRequest, RRFRanker, WeightedRanker
 
 from rag.embedders.base import Embedder, query_encoders
 from rag.embedders.fitting import load_params
-from rag.fusion import convex_combination, sparse_confidence
+from rag.fusion import confident_weights, convex_combination
 from rag.http import APIError
 from rag.settings import (
     DEFAULT_FUSION,
@@ -324,21 +324,16 @@ class Retriever:
     def _weigh(
         self, weights: tuple[float, float], sparse_data: list, sparse_raw: list[dict]
     ) -> tuple[float, float]:
-        """The convex fusion's weights for one query: the sparse weight times
-        :func:`rag.fusion.sparse_confidence` of its list (best score against the query's
-        own ``q · q``). Fitted BM25 weighs query terms by IDF and document terms by
+        """The convex fusion's weights for one query (:func:`rag.fusion.confident_weights`):
+        the sparse weight times the confidence of its list, its best score against the
+        query's own ``q · q``. Fitted BM25 weighs query terms by IDF and document terms by
         saturated frequency, so its ``q · q`` is on another scale: its weight stays as
-        given, and so do weights that the scaling would make all zero."""
+        given."""
         if self.sparse_confidence == 0 or self.store.profile is None or self.store.profile.fitted:
             return weights
-        vector = sparse_data[0]
         top = max((float(r["distance"]) for r in sparse_raw), default=0.0)
-        scaled = (
-            weights[0],
-            weights[1]
-            * sparse_confidence(top, sum(w * w for w in vector.values()), self.sparse_confidence),
-        )
-        return scaled if sum(scaled) > 0 else weights
+        self_score = sum(w * w for w in sparse_data[0].values())
+        return confident_weights(weights, top, self_score, self.sparse_confidence)
 
     @staticmethod
     def _annotate(hits: list[Hit], stage: str) -> list[Hit]:

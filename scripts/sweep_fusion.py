@@ -39,7 +39,7 @@ from rag.eval.__main__ import DEFAULT_EVAL_DB
 from rag.eval.beir import BeirDataset
 from rag.eval.metrics import METRIC_NAMES, collapse_to_documents, per_query
 from rag.eval.runner import DEFAULT_TOP_K, DOC_DEPTH, ChunkingConfig, collection_name
-from rag.fusion import convex_combination, sparse_confidence
+from rag.fusion import confident_weights, convex_combination
 from rag.settings import Settings
 from rag.store import (
     BM25_FIELD,
@@ -78,10 +78,9 @@ def self_scores(queries: dict[str, str]) -> dict[str, float]:
 
 def with_confidence(stages: dict[str, Ranked], weights: tuple[float, float], power: float):
     """The convex combination, its sparse weight scaled as the retriever scales it."""
-    sparse_list = stages["sparse"]
-    top = sparse_list[0][1] if sparse_list else 0.0
-    scaled = (weights[0], weights[1] * sparse_confidence(top, stages["self_score"], power))
-    return convex_combination(pair(stages), scaled if sum(scaled) > 0 else weights, 10_000)
+    top = stages["sparse"][0][1] if stages["sparse"] else 0.0
+    scaled = confident_weights(weights, top, stages["self_score"], power)
+    return convex_combination(pair(stages), scaled, 10_000)
 
 
 def pair(stages):

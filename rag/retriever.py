@@ -13,14 +13,15 @@ from pymilvus import AnnSearchRequest, RRFRanker, WeightedRanker
 
 from rag.embedders.base import Embedder, query_encoders
 from rag.embedders.fitting import load_params
-from rag.fusion import confident_weights, convex_combination
+from rag.fusion import convex_combination
 from rag.http import APIError
 from rag.settings import (
     DEFAULT_FUSION,
-    DEFAULT_SPARSE_CONFIDENCE,
+    DEFAULT_NORMALISATION,
     DEFAULT_SPARSE_QUERY_TERMS,
     DEFAULT_WEIGHTS,
     Fusion,
+    Normalisation,
     SearchMode,
     Settings,
 )
@@ -90,8 +91,8 @@ class Retriever:
         candidates: hits each ``AnnSearchRequest`` returns before fusion.
         sparse_query_terms: keep only this many of a query's largest lexical weights in its
             sparse search (0: all); see :func:`prune_query_terms`.
-        sparse_confidence: exponent of the sparse list's per-query confidence in the
-            ``convex`` fusion (0: the weights as given); see :meth:`_weigh`.
+        normalisation: how the ``convex`` fusion normalises each list's scores; see
+            :meth:`_self_scores`.
     """
 
     def __init__(
@@ -100,13 +101,13 @@ class Retriever:
         embedder: Embedder,
         candidates: int = 50,
         sparse_query_terms: int = DEFAULT_SPARSE_QUERY_TERMS,
-        sparse_confidence: float = DEFAULT_SPARSE_CONFIDENCE,
+        normalisation: Normalisation = DEFAULT_NORMALISATION,
     ) -> None:
         self.store = store
         self.embedder = embedder
         self.candidates = candidates
         self.sparse_query_terms = sparse_query_terms
-        self.sparse_confidence = sparse_confidence
+        self.normalisation = normalisation
         self._encoders = query_encoders(embedder)  # None: one pass gives both vectors
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="rag-query")
 
@@ -164,7 +165,7 @@ class Retriever:
             embedder,
             settings.candidates,
             settings.sparse_query_terms,
-            settings.sparse_confidence,
+            settings.normalisation,
         )
 
     def search(self, query: str, *, source_prefix: str | None = None, **options) -> list[Hit]:
@@ -247,8 +248,8 @@ class Retriever:
             if sparse_raw is None:  # no known term: the dense list alone
                 hits = [_hit(i + 1, r) for i, r in enumerate(dense_raw[:top_k])]
                 return self._annotate(hits, "dense")
-            weights = self._weigh(weights, sparse_data, sparse_raw)
-            hits = _convex(dense_raw, sparse_raw, weights, top_k)
+            self_scores = self._self_scores(sparse_data)
+            hits = _convex(dense_raw, sparse_raw, weights, top_k, self_scores)
             _set_stage(hits, dense_raw, "dense")
             _set_stage(hits, sparse_raw, "sparse")
             return hits
@@ -321,19 +322,17 @@ class Retriever:
         futures = {side: self._pool.submit(search, side) for side in sides}
         return {side: future.result() for side, future in futures.items()}
 
-    def _weigh(
-        self, weights: tuple[float, float], sparse_data: list, sparse_raw: list[dict]
-    ) -> tuple[float, float]:
-        """The convex fusion's weights for one query (:func:`rag.fusion.confident_weights`):
-        the sparse weight times the confidence of its list, its best score against the
-        query's own ``q · q``. Fitted BM25 weighs query terms by IDF and document terms by
-        saturated frequency, so its ``q · q`` is on another scale: its weight stays as
-        given."""
-        if self.sparse_confidence == 0 or self.store.profile is None or self.store.profile.fitted:
-            return weights
-        top = max((float(r["distance"]) for r in sparse_raw), default=0.0)
-        self_score = sum(w * w for w in sparse_data[0].values())
-        return confident_weights(weights, top, self_score, self.sparse_confidence)
+    def _self_scores(self, sparse_data: list) -> tuple[None, float] | None:
+        """The convex fusion's self scores for one query (:func:`rag.fusion.convex_combination`):
+        ``(None, q · q)`` for floor–ceiling normalisation, the dense list's ceiling its best
+        cosine and the sparse list's the query's own pruned vector with itself; None for
+        min-max. Fitted BM25 weighs query terms by IDF and document terms by saturated
+        frequency, so its ``q · q`` is on another scale and its lists are min-max
+        normalised (the floor–ceiling choice was measured on learned sparse vectors only)."""
+        profile = self.store.profile
+        if self.normalisation is Normalisation.MIN_MAX or profile is None or profile.fitted:
+            return None
+        return None, sum(w * w for w in sparse_data[0].values())
 
     @staticmethod
     def _annotate(hits: list[Hit], stage: str) -> list[Hit]:
@@ -359,7 +358,11 @@ def prune_query_terms(vector: dict[int, float], keep: int) -> dict[int, float]:
 
 
 def _convex(
-    dense_raw: list[dict], sparse_raw: list[dict], weights: tuple[float, float], top_k: int
+    dense_raw: list[dict],
+    sparse_raw: list[dict],
+    weights: tuple[float, float],
+    top_k: int,
+    self_scores: tuple[None, float] | None,
 ) -> list[Hit]:
     """Hits of the two lists fused by :func:`rag.fusion.convex_combination`."""
     rows = {str(r["id"]): r for r in (*sparse_raw, *dense_raw)}
@@ -367,6 +370,7 @@ def _convex(
         [[(str(r["id"]), float(r["distance"])) for r in raw] for raw in (dense_raw, sparse_raw)],
         weights,
         top_k,
+        self_scores,
     )
     return [
         _hit(rank, rows[chunk_id] | {"distance": score})

@@ -27,28 +27,32 @@ class SearchMode(StrEnum):
 class Fusion(StrEnum):
     """How the dense and sparse result lists are fused: by Milvus ``hybrid_search``
     (``rrf``: ``RRFRanker``; ``weighted``: ``WeightedRanker``) or here (``convex``: weighted
-    sum of min-max normalised scores, ``rag.fusion``)."""
+    sum of normalised scores, ``rag.fusion``)."""
 
     RRF = "rrf"
     WEIGHTED = "weighted"
     CONVEX = "convex"
 
 
+class Normalisation(StrEnum):
+    """How the convex fusion normalises each list's scores (``rag.fusion``)."""
+
+    FLOOR_CEILING = "floor-ceiling"  # (s − min) / max(best, q·q); fitted BM25: min-max
+    MIN_MAX = "min-max"  # (s − min) / (max − min)
+
+
 # Chosen on seven English BEIR-format sets (docs/EVALUATION.md, "Summary, and the choice of
-# the defaults" and "The sparse list's confidence"): min-max convex fusion, dense 0.6 /
-# sparse 0.4, with the sparse weight scaled per query by its list's confidence, beats dense,
-# sparse and BM25 on all seven, with lists of 300 and of 50 candidates alike.
+# the defaults" and "Floor–ceiling normalisation"): convex fusion of floor–ceiling normalised
+# scores, dense 0.6 / sparse 0.4, beats dense, sparse and BM25 on all seven, with lists of 300
+# and of 50 candidates alike.
 DEFAULT_FUSION = Fusion.CONVEX
 DEFAULT_WEIGHTS = (0.6, 0.4)  # (dense, sparse)
+DEFAULT_NORMALISATION = Normalisation.FLOOR_CEILING
 # A query's sparse vector searched with its 24 largest lexical weights: on the same seven
 # sets the default hybrid's nDCG@10 moves by -0.0014 to +0.0114 (16 terms lose up to 0.0043),
 # and the sparse search at 100k chunks takes 5.5 ms instead of 8.0 (docs/EVALUATION.md,
 # "Sparse query terms"; docs/BENCHMARKS.md).
 DEFAULT_SPARSE_QUERY_TERMS = 24
-# The convex fusion scales the sparse weight per query by min(1, best sparse score / q·q)
-# to this power (rag.fusion.sparse_confidence; docs/EVALUATION.md, "The sparse list's
-# confidence").
-DEFAULT_SPARSE_CONFIDENCE = 2.0
 
 
 class Precision(StrEnum):
@@ -169,11 +173,10 @@ class Settings(BaseSettings):
         description="Search with only the N largest lexical weights of a query's sparse "
         "vector (0: all); a sparse search's time grows with the query's terms.",
     )
-    sparse_confidence: float = Field(
-        DEFAULT_SPARSE_CONFIDENCE,
-        ge=0,
-        description="Convex fusion: scale the sparse weight per query by min(1, best sparse "
-        "score / the query's own q·q) to this power (0: the weights as given).",
+    normalisation: Normalisation = Field(
+        DEFAULT_NORMALISATION,
+        description="Convex fusion's score normalisation: floor-ceiling ((s − min) / the best "
+        "score, or the query's own q·q for learned sparse) or min-max.",
     )
     mode: SearchMode = SearchMode.HYBRID
     fusion: Fusion = DEFAULT_FUSION

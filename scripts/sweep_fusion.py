@@ -7,9 +7,8 @@ them here in several ways and scores each with the harness's metrics:
 - RRF with several k (as Milvus ``RRFRanker``: ``sum 1/(k + rank)``),
 - weighted sums with Milvus ``WeightedRanker``'s arctan normalisation
   (``0.5 + arctan(score)/π``),
-- convex combinations of min-max normalised scores (``rag.fusion``), with and without
-  the sparse weight scaled by the list's confidence (``rag.fusion.sparse_confidence``:
-  its best score against the query's own ``q · q``, all terms),
+- convex combinations of min-max and of floor–ceiling normalised scores (``rag.fusion``;
+  the sparse list's ceiling is the query's own ``q · q``, all terms),
 - RRF and convex combinations over dense + sparse + BM25.
 
     python scripts/sweep_fusion.py ../shared/data/classic/cisi --split test
@@ -39,7 +38,7 @@ from rag.eval.__main__ import DEFAULT_EVAL_DB
 from rag.eval.beir import BeirDataset
 from rag.eval.metrics import METRIC_NAMES, collapse_to_documents, per_query
 from rag.eval.runner import DEFAULT_TOP_K, DOC_DEPTH, ChunkingConfig, collection_name
-from rag.fusion import confident_weights, convex_combination
+from rag.fusion import convex_combination
 from rag.settings import Settings
 from rag.store import (
     BM25_FIELD,
@@ -76,11 +75,9 @@ def self_scores(queries: dict[str, str]) -> dict[str, float]:
     return {qid: float((vectors[[row]].data ** 2).sum()) for row, qid in enumerate(queries)}
 
 
-def with_confidence(stages: dict[str, Ranked], weights: tuple[float, float], power: float):
-    """The convex combination, its sparse weight scaled as the retriever scales it."""
-    top = stages["sparse"][0][1] if stages["sparse"] else 0.0
-    scaled = confident_weights(weights, top, stages["self_score"], power)
-    return convex_combination(pair(stages), scaled, 10_000)
+def floor_ceiling_convex(stages: dict[str, Ranked], weights: tuple[float, float]) -> Ranked:
+    """The convex combination of floor–ceiling normalised lists, as the retriever fuses."""
+    return convex_combination(pair(stages), weights, 10_000, (None, stages["self_score"]))
 
 
 def pair(stages):
@@ -177,11 +174,10 @@ def main() -> None:
         configs[f"convex min-max {w:.2g}/{1 - w:.2g}"] = lambda s, w=w: convex_combination(
             pair(s), (w, 1 - w), 10_000
         )
-    for w in (0.5, 0.6, 0.7):
-        for power in (1, 2):
-            configs[f"convex {w:.2g}/{1 - w:.2g} confidence^{power}"] = (
-                lambda s, w=w, power=power: with_confidence(s, (w, 1 - w), power)
-            )
+    for w in (0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8):
+        configs[f"convex floor-ceiling {w:.2g}/{1 - w:.2g}"] = (
+            lambda s, w=w: floor_ceiling_convex(s, (w, 1 - w))
+        )
     for k in (10, 60):
         configs[f"rrf k={k} dense+sparse+bm25"] = lambda s, k=k: rrf(
             [s["dense"], s["sparse"], s["bm25"]], k

@@ -44,7 +44,7 @@ from rag.embedders.registry import (
     settings_for_record,
 )
 from rag.retriever import Retriever
-from rag.settings import Fusion, SearchMode, Settings
+from rag.settings import Fusion, Normalisation, SearchMode, Settings
 from rag.store import CollectionProfile, MilvusStore, ProfileMismatchError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -384,18 +384,19 @@ def test_queries_use_the_collections_params(bm25_db, embedder):
         retriever.store.close()
 
 
-def test_fitted_bm25_lists_keep_their_fusion_weight(bm25_db, embedder):
+def test_fitted_bm25_lists_are_min_max_normalised(bm25_db, embedder):
     """BM25's query weights (IDF) and document weights (saturated term frequency) are on
-    other scales, so q·q says nothing of a perfect match: no confidence scaling."""
+    other scales, so q·q says nothing of a perfect match: floor–ceiling normalisation falls
+    back to min-max."""
     uri, _, _ = bm25_db
     retriever = Retriever.from_settings(clean_settings(milvus_uri=uri), default_bm25(embedder))
     try:
         question = "How does IVF_SQ8 scalar quantization compress vectors?"
         options = {"top_k": 10, "fusion": Fusion.CONVEX, "weights": (0.5, 0.5)}
-        assert retriever.sparse_confidence == 2.0
-        scaled = [(h.chunk_id, h.score) for h in retriever.search(question, **options)]
-        retriever.sparse_confidence = 0.0
-        assert [(h.chunk_id, h.score) for h in retriever.search(question, **options)] == scaled
+        assert retriever.normalisation is Normalisation.FLOOR_CEILING
+        default = [(h.chunk_id, h.score) for h in retriever.search(question, **options)]
+        retriever.normalisation = Normalisation.MIN_MAX
+        assert [(h.chunk_id, h.score) for h in retriever.search(question, **options)] == default
     finally:
         retriever.store.close()
 

@@ -14,7 +14,7 @@ from conftest import SHARED_DATA, ingest_folder
 
 from rag.embedders.hybrid import DenseSparseEmbedder
 from rag.retriever import Retriever, source_prefix_filter
-from rag.settings import Fusion, SearchMode, Settings
+from rag.settings import Fusion, Normalisation, SearchMode, Settings
 from rag.store import CollectionProfile, MilvusStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -210,31 +210,40 @@ def test_min_max_and_convex_combination_by_hand():
         convex_combination([dense, sparse], (0.0, 0.0), 2)
 
 
-def test_sparse_confidence_by_hand():
-    from rag.fusion import sparse_confidence
+def test_floor_ceiling_by_hand():
+    from rag.fusion import convex_combination, floor_ceiling
 
-    assert sparse_confidence(10.0, 20.0, 2.0) == 0.25  # half the query's own q·q, squared
-    assert sparse_confidence(10.0, 20.0, 1.0) == 0.5
-    assert sparse_confidence(30.0, 20.0, 2.0) == 1.0  # a hit above q·q is capped at 1
-    assert sparse_confidence(10.0, 20.0, 0.0) == 1.0  # power 0: no scaling
-    assert sparse_confidence(0.0, 20.0, 2.0) == sparse_confidence(5.0, 0.0, 2.0) == 0.0
-    with pytest.raises(ValueError, match="power"):
-        sparse_confidence(1.0, 1.0, -1.0)
+    assert floor_ceiling([4.0, 2.0, 1.0]) == [0.75, 0.25, 0.0]  # (s − 1) / 4
+    assert floor_ceiling([4.0, 2.0, 1.0], self_score=8.0) == [0.375, 0.125, 0.0]  # / q·q
+    assert floor_ceiling([4.0, 2.0, 1.0], self_score=2.0) == [0.75, 0.25, 0.0]  # best > q·q
+    assert floor_ceiling([3.0], self_score=6.0) == [0.5]  # one hit: floor 0
+    assert floor_ceiling([3.0, 3.0]) == [0.0, 0.0]  # a flat list has no say
+    assert floor_ceiling([-0.2, -0.5]) == [0.0, 0.0]  # nothing above 0: no ceiling
+    assert floor_ceiling([]) == []
+    dense = [("a", 0.5), ("b", 0.45), ("c", 0.4)]  # (s − 0.4) / 0.5: a 0.2, b 0.1, c 0
+    sparse = [("c", 30.0), ("d", 20.0), ("a", 10.0)]  # (s − 10) / 40: c 0.5, d 0.25, a 0
+    fused = convex_combination([dense, sparse], (0.6, 0.4), 3, self_scores=(None, 40.0))
+    # c 0.2, a 0.12, d 0.1, b 0.06
+    assert [item for item, _ in fused] == ["c", "a", "d"]
+    assert [round(score, 6) for _, score in fused] == [0.2, 0.12, 0.1]
+    with pytest.raises(ValueError, match="self scores"):
+        convex_combination([dense, sparse], (0.6, 0.4), 3, self_scores=(None,))
 
 
 @pytest.mark.parametrize(
     "question,low,high",
     [
-        (KNOWN[1][0], 1.0, 1.0),  # the HNSW page holds every word of the question
+        (KNOWN[1][0], 1.0, 2.0),  # the HNSW page holds every word of the question
         ("Which U.S. state has been admitted latest?", 0.0, 0.5),  # nothing in Milvus docs
     ],
 )
-def test_convex_fusion_scales_the_sparse_weight_by_the_lists_confidence(
+def test_convex_fusion_normalises_the_sparse_list_by_the_querys_own_score(
     retriever, embedder, question, low, high
 ):
-    """The fused order is the convex combination of the real lists with the sparse weight
-    times min(1, best sparse score / q·q)², q the query's pruned SPLADE vector."""
-    from rag.fusion import convex_combination, sparse_confidence
+    """The fused order is the convex combination of the real lists, each floor–ceiling
+    normalised, the sparse list's ceiling q·q of the query's pruned SPLADE vector; with
+    ``min-max`` it is the min-max combination."""
+    from rag.fusion import convex_combination
     from rag.retriever import prune_query_terms
     from rag.store import sparse_to_milvus
 
@@ -243,24 +252,21 @@ def test_convex_fusion_scales_the_sparse_weight_by_the_lists_confidence(
     self_score = sum(w * w for w in pruned.values())
     dense = retriever.search(question, top_k=50, mode=SearchMode.DENSE)
     sparse = retriever.search(question, top_k=50, mode=SearchMode.SPARSE)
-    confidence = sparse_confidence(sparse[0].score, self_score, 2.0)
-    assert low <= confidence <= high
-    expected = convex_combination(
-        [[(h.chunk_id, h.score) for h in hits] for hits in (dense, sparse)],
-        (0.6, 0.4 * confidence),
-        10,
-    )
-    retriever.sparse_confidence = 2.0
-    fused = retriever.search(question, top_k=10, fusion=Fusion.CONVEX, weights=(0.6, 0.4))
+    assert low <= sparse[0].score / self_score <= high
+    lists = [[(h.chunk_id, h.score) for h in hits] for hits in (dense, sparse)]
+    options = {"top_k": 10, "fusion": Fusion.CONVEX, "weights": (0.6, 0.4)}
+    assert retriever.normalisation is Normalisation.FLOOR_CEILING
+    fused = retriever.search(question, **options)
+    expected = convex_combination(lists, (0.6, 0.4), 10, self_scores=(None, self_score))
     assert [(h.chunk_id, round(h.score, 6)) for h in fused] == [
         (i, round(score, 6)) for i, score in expected
     ]
-    retriever.sparse_confidence = 0.0  # off: the weights as given
-    plain = retriever.search(question, top_k=10, fusion=Fusion.CONVEX, weights=(0.6, 0.4))
-    unscaled = convex_combination(
-        [[(h.chunk_id, h.score) for h in hits] for hits in (dense, sparse)], (0.6, 0.4), 10
-    )
-    assert [h.chunk_id for h in plain] == [i for i, _ in unscaled]
+    retriever.normalisation = Normalisation.MIN_MAX
+    try:
+        plain = retriever.search(question, **options)
+    finally:
+        retriever.normalisation = Normalisation.FLOOR_CEILING
+    assert [h.chunk_id for h in plain] == [i for i, _ in convex_combination(lists, (0.6, 0.4), 10)]
 
 
 def test_convex_fusion_fuses_the_two_real_lists(retriever):

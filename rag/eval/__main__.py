@@ -229,7 +229,7 @@ def _evaluate(
         query_embedder,
         candidates=top_k,
         sparse_query_terms=settings.sparse_query_terms,
-        sparse_confidence=settings.sparse_confidence,
+        normalisation=settings.normalisation,
     )
 
     rows = []
@@ -270,7 +270,7 @@ def _evaluate(
                     "rrf_k": settings.rrf_k,
                     "weights": list(settings.weights),
                     "sparse_query_terms": settings.sparse_query_terms,
-                    "sparse_confidence": settings.sparse_confidence,
+                    "normalisation": settings.normalisation.value,
                     "reranker": settings.reranker if result.mode.endswith("+rerank") else None,
                     "rerank_depth": settings.rerank_candidates if reranker else None,
                     "query_encode_seconds": round(encode_seconds, 2),

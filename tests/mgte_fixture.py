@@ -51,7 +51,7 @@ class TinyGTEForTokenClassification(BertPreTrainedModel):
 
 
 def build_tiny_mgte(directory: Path) -> Path:
-    """Write a fixture directory that ``milvus_model``'s ``MGTEEmbeddingFunction`` loads as it
+    """Write a fixture directory that ``pymilvus.model``'s ``MGTEEmbeddingFunction`` loads as it
     loads ``Alibaba-NLP/gte-multilingual-base`` (``AutoModelForTokenClassification`` with
     ``trust_remote_code``), with seeded random weights. It encodes nothing meaningful.
 

@@ -210,17 +210,37 @@ def test_search_rebuilds_the_recorded_composition_unless_told_otherwise():
     assert kept.dense_model == "other/model"  # explicit: the profile check will refuse it
 
 
-def test_pymilvus_model_classes_in_use_never_install_anything():
-    """milvus_model runs `pip install` for a missing optional dependency on import; every
-    module this project imports from it finds its dependencies pinned and installed."""
+def test_pymilvus_model_classes_in_use_never_install_anything(tiny_mgte_dir):
+    """pymilvus.model runs `pip install` (``utils.prompt_install``) when a dependency check
+    of one of its classes finds a package missing, on import or in a constructor; every class
+    this project builds (BM25 and mGTE; the benchmark's reference path: sentence-transformers
+    and SPLADE) finds its dependencies pinned and installed. The probe shows the hook catches
+    the check of a package that is not installed."""
     code = (
-        "import milvus_model.utils as utils\n"
+        "import sys\n"
+        "import pymilvus.model.utils as utils\n"
+        "class Refused(BaseException): pass\n"
         "def refuse(package, warn=False):\n"
-        "    raise SystemExit(f'milvus_model would pip install {package}')\n"
+        "    raise Refused(f'pymilvus.model would pip install {package}')\n"
         "utils.prompt_install = refuse\n"
-        "import milvus_model.sparse.bm25.bm25, milvus_model.hybrid.mgte\n"
+        "try:\n"
+        "    utils._check_library('rag_absent_probe_module')\n"
+        "    sys.exit('the hook missed pymilvus.model install of a missing package')\n"
+        "except Refused:\n"
+        "    pass\n"
+        "from pymilvus.model.dense import SentenceTransformerEmbeddingFunction\n"
+        "from pymilvus.model.hybrid.mgte import MGTEEmbeddingFunction\n"
+        "from pymilvus.model.sparse import SpladeEmbeddingFunction\n"
+        "from pymilvus.model.sparse.bm25.bm25 import BM25EmbeddingFunction\n"
+        "from rag.embedders.bm25 import EnglishAnalyzer\n"
+        "minilm, splade, mgte = sys.argv[1:]\n"
+        "BM25EmbeddingFunction(analyzer=EnglishAnalyzer())\n"
+        "MGTEEmbeddingFunction(model_name=mgte, device='cpu')\n"
+        "SentenceTransformerEmbeddingFunction(model_name=minilm)\n"
+        "SpladeEmbeddingFunction(model_name=splade)\n"
     )
-    result = run("-c", code, timeout=300)
+    models = resolve_model(MINILM), resolve_model("splade-tiny"), str(tiny_mgte_dir)
+    result = run("-c", code, *models, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
 
 

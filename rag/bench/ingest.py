@@ -2,7 +2,7 @@
 
 The reference is what a pymilvus user writes from the Milvus embedding docs (the seeds):
 ``SentenceTransformerEmbeddingFunction`` and ``SpladeEmbeddingFunction`` from
-``pymilvus.model`` (packaged here as ``milvus_model``) on the same two models, then
+``pymilvus.model`` (``pymilvus[model]``) on the same two models, then
 ``MilvusClient.insert`` in batches of 32 rows into a collection with a dense and a sparse
 field. It embeds the very chunk texts this project embeds, so both paths do the same model
 work; its chunking is done before its clock starts.
@@ -92,12 +92,12 @@ def run_reference(
 
     ``dense_model`` and ``sparse_model`` are local model directories (or hub ids).
     """
-    from milvus_model.dense import SentenceTransformerEmbeddingFunction
-    from milvus_model.sparse import SpladeEmbeddingFunction
+    from pymilvus.model.dense import SentenceTransformerEmbeddingFunction
+    from pymilvus.model.sparse import SpladeEmbeddingFunction
 
     dense = SentenceTransformerEmbeddingFunction(model_name=dense_model, device=device)
     splade = SpladeEmbeddingFunction(model_name=sparse_model, device=device)
-    # milvus-model 0.2.12 tokenizes with `batch_encode_plus`, which transformers 5 removed;
+    # pymilvus-model 0.3.4 tokenizes with `batch_encode_plus`, which transformers 5 removed;
     # for a list of texts it was `__call__` with the same arguments.
     tokenizer = splade.model.tokenizer
     if not hasattr(tokenizer, "batch_encode_plus"):

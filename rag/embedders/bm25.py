@@ -37,7 +37,7 @@ class EnglishAnalyzer:
     """English text → terms: Unicode word runs (``\\w+``), lowercased, Lucene's English stop words
     removed, then the Snowball English (Porter2) stemmer, which needs no data download.
 
-    ``milvus_model``'s default analyzer does the same with NLTK's ``punkt_tab`` tokenizer and
+    ``pymilvus.model``'s default analyzer does the same with NLTK's ``punkt_tab`` tokenizer and
     stop-word corpus, which it downloads at run time; this one runs offline.
     """
 
@@ -87,8 +87,9 @@ ANALYZERS = {"english": EnglishAnalyzer, "multilingual": MultilingualAnalyzer}
 
 
 def _require_nltk() -> None:
-    """milvus_model's BM25 module imports NLTK and runs ``pip install nltk`` when it is
-    missing; refuse before that can happen."""
+    """Refuse, with the fix, when NLTK (the ``english`` analyzer's stemmer) or PyYAML is
+    missing: ``pymilvus.model`` would run ``pip install nltk`` itself for its default
+    analyzer, which is never built here (every ``BM25EmbeddingFunction`` gets an analyzer)."""
     if importlib.util.find_spec("nltk") is None or importlib.util.find_spec("yaml") is None:
         raise ImportError(
             "the bm25 function needs nltk and PyYAML (pinned in requirements.lock); install "
@@ -98,7 +99,7 @@ def _require_nltk() -> None:
 
 class BM25Sparse:
     """BM25 weights (Robertson & Zaragoza, 2009, "The Probabilistic Relevance Framework:
-    BM25 and Beyond", Found. Trends Inf. Retr. 3(4)) through ``milvus_model``'s
+    BM25 and Beyond", Found. Trends Inf. Retr. 3(4)) through ``pymilvus.model``'s
     ``BM25EmbeddingFunction``.
 
     A document's weight for term ``t`` is ``tf·(k1+1) / (tf + k1·(1 − b + b·|d|/avgdl))`` and
@@ -106,7 +107,7 @@ class BM25Sparse:
     ``epsilon`` × the mean IDF, as in ``rank_bm25``), so their inner product is the BM25
     score. ``N``, ``n_t`` and ``avgdl`` come from :meth:`fit`; the vocabulary is the fitted
     corpus's terms, in first-seen order. Defaults ``k1 = 1.5``, ``b = 0.75``,
-    ``epsilon = 0.25`` are ``milvus_model``'s.
+    ``epsilon = 0.25`` are ``pymilvus.model``'s.
 
     Parameters are saved and loaded with ``BM25EmbeddingFunction.save`` / ``load`` (its JSON
     file); :attr:`fingerprint` names them. Until fitted or loaded, queries raise
@@ -134,7 +135,7 @@ class BM25Sparse:
         analyzer: str = "english",
     ) -> None:
         _require_nltk()
-        from milvus_model.sparse.bm25.bm25 import BM25EmbeddingFunction
+        from pymilvus.model.sparse.bm25.bm25 import BM25EmbeddingFunction
 
         self.name = "bm25" if analyzer == "english" else f"bm25-{analyzer}"
         self.analyzer = ANALYZERS[analyzer]()

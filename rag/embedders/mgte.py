@@ -16,7 +16,7 @@ from rag.embedders.tokenizer import HFTokenCounter
 class MGTEEmbedder:
     """mGTE (Zhang et al., 2024, "mGTE: Generalized Long-Context Text Representation and
     Reranking Models for Multilingual Text Retrieval", arXiv:2407.19669) through
-    ``milvus_model``'s ``MGTEEmbeddingFunction``: the dense vector is the normalised CLS state
+    ``pymilvus.model``'s ``MGTEEmbeddingFunction``: the dense vector is the normalised CLS state
     (768-d for ``Alibaba-NLP/gte-multilingual-base``), a token's weight is ``relu`` of the
     model's one-logit token head, and a text's weight for a vocabulary term is the largest
     weight of its occurrences (special tokens dropped).
@@ -46,7 +46,7 @@ class MGTEEmbedder:
         batch_size: int = 16,
         max_length: int = 512,
     ) -> None:
-        from milvus_model.hybrid.mgte import MGTEEmbeddingFunction
+        from pymilvus.model.hybrid.mgte import MGTEEmbeddingFunction
 
         self.profile = "mgte"
         self.dense_name = self.sparse_name = model

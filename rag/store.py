@@ -6,19 +6,16 @@ One URI works for both deployments: a local path (a Milvus Lite db, a directory 
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
-import os
-from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 
 import numpy as np
 from pymilvus import AnnSearchRequest, DataType, Function, FunctionType, MilvusClient
 from scipy import sparse
 
+from rag import lite
 from rag.chunking import embedding_text
 from rag.embedders.base import Embedder, Embeddings, fitted_sparse
 from rag.types import Chunk
@@ -231,68 +228,42 @@ def _quote(value: str) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-# Milvus Lite serves a local db from an in-process server shared by every client of the same
-# path; it is released (and the db's lock with it) when the last of our clients closes.
-_lite_clients: Counter[str] = Counter()
-
-
-def _lite_path(uri: str) -> str | None:
-    """The absolute db directory of a Milvus Lite URI, ``None`` for a server URL."""
-    return None if "://" in uri else os.path.abspath(os.path.expanduser(uri))
-
-
-def _locked_elsewhere(path: str) -> bool:
-    """Whether another process holds the Milvus Lite db's advisory lock (``<db>/LOCK``)."""
-    lock = Path(path) / "LOCK"
-    if _lite_clients[path] or not lock.exists():
-        return False
-    fd = os.open(lock, os.O_RDWR)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-
-
 def connect(uri: str, token: str | None = None) -> MilvusClient:
-    """A ``MilvusClient`` for a Lite db path or a server URL.
+    """A ``MilvusClient`` for a Lite db path (``*.db``) or a server URL.
 
     Raises:
         StoreLockedError: the Lite db is open in another process.
-        StoreError: the server cannot be reached or the db cannot be opened.
+        StoreError: the server cannot be reached, or the db cannot be opened (a path the
+            engine refuses, or a db written by the other Milvus Lite engine; see
+            ``rag.lite.Engine.check_db``).
     """
-    path = _lite_path(uri)
+    path = lite.lite_path(uri)
     if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        if _locked_elsewhere(path):
-            raise StoreLockedError(
-                f"the Milvus Lite db {uri} is in use by another process (Milvus Lite allows "
-                "one process per db). Stop that process, or serve the db to several "
-                f"processes: run `python -m rag serve-db --db {uri}` when no other process "
-                "has it open, and use RAG_MILVUS_URI=http://127.0.0.1:19530 (or --db)."
-            )
+        try:
+            engine = lite.engine()
+            engine.check_db(path, uri)
+        except lite.LiteError as error:
+            raise StoreError(str(error)) from None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if engine.locked_elsewhere(path):
+            raise StoreLockedError(lite.in_use_message(uri))
     try:
-        client = MilvusClient(uri=uri, token=token or "")
+        client = MilvusClient(uri=uri if path is None else str(path), token=token or "")
     except Exception as error:  # noqa: BLE001 - pymilvus raises several unrelated types here
         raise StoreError(f"cannot open Milvus at {uri}: {error}") from None
     if path is not None:
-        _lite_clients[path] += 1
+        lite.open_clients[str(path)] += 1
     return client
 
 
 def disconnect(client: MilvusClient, uri: str) -> None:
-    """Close ``client``; the last client of a Lite db also stops its server and lock."""
+    """Close ``client``; the last client of a Lite db also stops its engine and lock."""
     client.close()
-    path = _lite_path(uri)
-    if path is not None and _lite_clients[path] > 0:
-        _lite_clients[path] -= 1
-        if _lite_clients[path] == 0:
-            from milvus_lite.server_manager import server_manager_instance
-
-            server_manager_instance.release_server(path)
+    path = lite.lite_path(uri)
+    if path is not None and lite.open_clients[str(path)] > 0:
+        lite.open_clients[str(path)] -= 1
+        if lite.open_clients[str(path)] == 0:
+            lite.release(path)
 
 
 def read_records(client: MilvusClient, collection: str) -> dict[str, str]:

@@ -20,10 +20,10 @@ compares the collection with the reference: the same chunk ids, the same count(*
 same manifest (path, sha256, chunk count per file) and an empty switch journal. Trials
 alternate two kill timings: a delay drawn uniformly within the measured duration of the
 whole run, or, to land more kills among the writes, a delay drawn within the measured write
-phase after the run's first write. Writes and flushes are seen from outside, as write-ahead
-log files under `<db>/collections/*/wal/` that appear or grow, and that a flush deletes
-(Milvus Lite's layout; it only affects timing). Every ingest runs in its own process with
-RAG_NUM_THREADS=THREADS.
+phase after the run's first write. Writes are seen from outside: the db's files change (the
+2.5 engine's SQLite file and its journal; the 3.x engine's write-ahead logs under
+`<db>/collections/*/wal/`, which a flush deletes). This only affects timing. Every ingest
+runs in its own process with RAG_NUM_THREADS=THREADS.
 
 Prints one line per trial and `converged n/N`; exits 1 if any trial did not converge.
 """
@@ -158,15 +158,38 @@ def kill_point(left: State | None, start: State | None, final: State) -> str:
     return "between two batches"
 
 
-def wal_sizes(db: Path) -> dict[Path, int]:
-    """Size of every write-ahead-log file of the db (Milvus Lite's on-disk layout)."""
-    sizes = {}
-    for path in db.glob("collections/*/wal/*"):
+def write_marks(db: Path) -> dict[Path, tuple[int, int]]:
+    """(size, mtime) of every file the engine writes: a 2.5 db file and its SQLite journal,
+    or the write-ahead logs of a 3.x db folder."""
+    if db.is_dir():
+        paths = list(db.glob("collections/*/wal/*"))
+    else:
+        paths = [db, db.with_name(db.name + "-journal"), db.with_name(db.name + "-wal")]
+    marks = {}
+    for path in paths:
         try:
-            sizes[path] = path.stat().st_size
-        except FileNotFoundError:  # deleted by a flush meanwhile
+            stat = path.stat()
+        except FileNotFoundError:  # not written yet, or deleted by a flush meanwhile
             continue
-    return sizes
+        marks[path] = (stat.st_size, stat.st_mtime_ns)
+    return marks
+
+
+def remove_db(db: Path) -> None:
+    """Delete a db (a 2.5 file or a 3.x folder) and its lock file, if they exist."""
+    if db.is_dir():
+        shutil.rmtree(db)
+    else:
+        db.unlink(missing_ok=True)
+    db.with_name(f".{db.name}.lock").unlink(missing_ok=True)
+
+
+def copy_db(source: Path, target: Path) -> None:
+    """Copy a closed db (a 2.5 file or a 3.x folder)."""
+    if source.is_dir():
+        shutil.copytree(source, target)
+    else:
+        shutil.copy2(source, target)
 
 
 def ingest(
@@ -183,7 +206,7 @@ def ingest(
     its start (or after its first write), if it is still running then."""
     command = [sys.executable, "-m", "ingest", str(corpus), "--db", str(db)]
     command += ["--collection", COLLECTION, "--chunk-size", str(chunk_size), "--prune"]
-    seen = wal_sizes(db)
+    seen = write_marks(db)
     started = time.monotonic()
     deadline = None if delay is None or after_first_write else started + delay
     first_write = first_flush = None
@@ -194,12 +217,17 @@ def ingest(
         )
         while process.poll() is None:
             now = time.monotonic()
-            sizes = wal_sizes(db)
-            if first_write is None and any(seen.get(p, -1) < n for p, n in sizes.items()):
+            sizes = write_marks(db)
+            if first_write is None and any(seen.get(p) != mark for p, mark in sizes.items()):
                 first_write = now - started
                 if delay is not None and after_first_write:
                     deadline = now + delay
-            if first_write is not None and first_flush is None and set(seen) - set(sizes):
+            if (
+                first_write is not None
+                and first_flush is None
+                and db.is_dir()
+                and set(seen) - set(sizes)
+            ):
                 first_flush = now - started  # a flush deletes the log files it sealed
             seen = sizes
             if deadline is not None and now >= deadline:
@@ -276,7 +304,7 @@ def main(
     keep = db_dir is not None
     try:
         for db in (base, reference, update_db):
-            shutil.rmtree(db, ignore_errors=True)
+            remove_db(db)
         write_corpus(corpus, selected, older=True)
         log = work / "base.log"
         checked(ingest(corpus, base, log, env, chunk_size), log, "ingest of the older version")
@@ -285,14 +313,14 @@ def main(
         log = work / "reference.log"
         fresh = checked(ingest(corpus, reference, log, env, chunk_size), log, "reference ingest")
         final = read_state(reference)
-        shutil.copytree(base, update_db)
+        copy_db(base, update_db)
         log = work / "update.log"
         update = checked(ingest(corpus, update_db, log, env, chunk_size), log, "update ingest")
         updated = read_state(update_db)
         if older is None or final is None or updated is None or not updated.same_as(final):
             sys.exit("an uninterrupted update of the older version differs from the reference")
         if fresh.first_write is None or update.first_write is None:
-            sys.exit(f"no write seen under {reference}/collections/*/wal: has the layout changed?")
+            sys.exit(f"no write seen to {reference}: has the engine's layout changed?")
         print(
             f"corpus: {len(selected)} pages ({', '.join(FOLDERS)}), chunk size {chunk_size}; "
             f"reference: {final.count} chunks in {len(final.manifest)} files; older version: "
@@ -311,9 +339,9 @@ def main(
             from_base, in_writes = trial % 2 == 1, trial % 4 >= 2
             measured = update if from_base else fresh
             db = work / f"trial-{trial:02d}.db"
-            shutil.rmtree(db, ignore_errors=True)
+            remove_db(db)
             if from_base:
-                shutil.copytree(base, db)
+                copy_db(base, db)
             if in_writes:
                 delay = rng.uniform(0, measured.write_phase)
                 timing = f"first write + {delay:5.2f} s"
@@ -341,7 +369,7 @@ def main(
                 flush=True,
             )
             if ok:
-                shutil.rmtree(db)
+                remove_db(db)
             keep = keep or not ok
         print("kill points: " + "; ".join(f"{n} × {p}" for p, n in points.most_common()))
         print(f"converged {converged}/{trials} in {time.monotonic() - started:.0f} s")

@@ -612,13 +612,17 @@ def pages_folder(folder: Path, names: list[str]) -> Path:
 def holds_lock(db: Path, pid: int) -> bool:
     """Whether process ``pid`` holds the Milvus Lite db's lock (read from /proc/locks, which
     probing the lock ourselves would disturb)."""
-    lock = db / "LOCK"
+    from rag.lite import engine
+
+    lock = engine().lock_file(db)
     if not lock.exists():
         return False
     inode = lock.stat().st_ino
     for line in Path("/proc/locks").read_text().splitlines():
         fields = line.split()
-        if fields[1] == "FLOCK" and fields[4] == str(pid) and fields[5].endswith(f":{inode}"):
+        if fields[1] in ("POSIX", "FLOCK") and fields[4] == str(pid) and fields[5].endswith(
+            f":{inode}"
+        ):
             return True
     return False
 

@@ -41,8 +41,8 @@ class Normalisation(StrEnum):
     MIN_MAX = "min-max"  # (s − min) / (max − min)
 
 
-# Chosen on seven English BEIR-format sets (docs/EVALUATION.md, "Summary, and the choice of
-# the defaults" and "Floor–ceiling normalisation"): convex fusion of floor–ceiling normalised
+# Chosen on seven English BEIR-format sets (docs/EVALUATION.md, "Fusion and weights"
+# and "Floor–ceiling normalisation"): convex fusion of floor–ceiling normalised
 # scores, dense 0.6 / sparse 0.4, beats dense, sparse and BM25 on all seven, with lists of 300
 # and of 50 candidates alike.
 DEFAULT_FUSION = Fusion.CONVEX

@@ -15,7 +15,7 @@ from rag.settings import Settings
 if TYPE_CHECKING:
     from rag.store import CollectionProfile
 
-# The overview's `default` function (its documented model). milvus-model 0.2.12's
+# The overview's `default` function (its documented model). pymilvus-model 0.3.4's
 # DefaultEmbeddingFunction is an ONNX paraphrase-albert model fetched from the hub instead.
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 LOCAL_SETTINGS = ("device", "batch_size", "max_length", "num_threads")

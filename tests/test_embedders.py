@@ -617,6 +617,75 @@ def test_mgte_runs_through_pymilvus_class_end_to_end(tmp_path, small_docs, tiny_
         store.close()
 
 
+# ----------------------------------------------------------------- query terms
+QUESTIONS = [
+    "How do I create a sparse vector index?",
+    "What does efConstruction control when building an HNSW graph?",
+]
+
+
+def weighed_words(tokenizer, question: str, vector) -> list[str]:
+    """The reference for ``query_terms`` of a learned sparse model: each word of the
+    question, tokenized on its own, counts when one of its token ids has a weight."""
+    weighted = set(vector.indices[vector.data > 0].tolist())
+    words = re.findall(r"\w+", question)
+    return [w for w in words if weighted & set(tokenizer(w, add_special_tokens=False).input_ids)]
+
+
+@pytest.mark.parametrize("question", QUESTIONS)
+def test_splade_query_terms_are_the_questions_weighted_words(embedder, question):
+    splade = embedder.sparse
+    vector = splade.encode_queries([question])
+    terms = splade.query_terms(question)
+
+    assert terms == weighed_words(splade.tokenizer, question, vector)
+    assert embedder.query_terms(question) == terms  # the pair answers with its sparse side
+    # SPLADE adds expansion terms; none of them is a word of the question.
+    own = set(splade.tokenizer(question, add_special_tokens=False).input_ids)
+    assert set(vector.indices.tolist()) - own
+    assert set(terms) <= set(re.findall(r"\w+", question))
+    if question == QUESTIONS[0]:
+        assert {"create", "sparse", "vector", "index"} <= set(terms) and "a" not in terms
+    else:  # words split into word pieces count as whole words
+        assert {"efConstruction", "HNSW", "graph"} <= set(terms)
+
+
+def test_bm25_query_terms_are_the_words_whose_stems_have_an_idf():
+    bm25 = BM25Sparse()
+    bm25.fit([page.read_text(encoding="utf-8") for page in sorted(PAGES.glob("*.md"))])
+    idf = bm25.function.idf
+    for question in QUESTIONS:
+        words = re.findall(r"\w+", question)
+        expected = [w for w in words if any(t in idf and idf[t][0] > 0 for t in bm25.analyzer(w))]
+        assert bm25.query_terms(question) == expected
+    assert bm25.query_terms(QUESTIONS[0]) == ["How", "do", "I", "create", "vector", "index"]
+    assert "sparse" not in idf and not bm25.analyzer("a")  # not in these pages; a stop word
+    with pytest.raises(NotFittedError):
+        BM25Sparse().query_terms(QUESTIONS[0])
+
+
+@pytest.fixture(scope="module")
+def tiny_bge_m3_dir(tmp_path_factory) -> Path:
+    from bge_m3_fixture import build_tiny_bge_m3
+
+    return build_tiny_bge_m3(tmp_path_factory.mktemp("tiny-bge-m3"))
+
+
+@pytest.mark.parametrize("profile", ["bge-m3", "mgte"])
+def test_hybrid_query_terms_are_the_questions_weighted_words(
+    profile, tiny_bge_m3_dir, tiny_mgte_dir
+):
+    """On tiny random-weight models with the real tokenizers (XLM-R for BGE-M3, BERT for
+    mGTE): the vectors mean nothing, the words they weigh are read off them all the same."""
+    model = {"bge_m3_model": str(tiny_bge_m3_dir), "mgte_model": str(tiny_mgte_dir)}
+    hybrid = build_embedder(clean_settings(profile=profile, max_length=128, **model))
+    tokenizer = hybrid.model.tokenizer if profile == "bge-m3" else hybrid.function.model.tokenizer
+    for question in QUESTIONS:
+        vector = hybrid.encode_queries([question]).sparse
+        terms = hybrid.query_terms(question)
+        assert terms and terms == weighed_words(tokenizer, question, vector)
+
+
 # ----------------------------------------------------------------- CLIs
 def cli_env() -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}

@@ -1,8 +1,10 @@
-"""The embedder protocol: documents and queries in, a dense matrix and a sparse matrix out."""
+"""The embedder protocol: documents and queries in, a dense matrix and a sparse matrix out;
+and which words of a query its sparse vector weighs."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
@@ -52,6 +54,11 @@ class SparseEncoder(Protocol):
     def encode_documents(self, texts: Sequence[str]) -> sparse.csr_array: ...
 
     def encode_queries(self, texts: Sequence[str]) -> sparse.csr_array: ...
+
+    def query_terms(self, query: str) -> list[str]:
+        """The words of ``query`` that carry lexical weight in its sparse query vector; see
+        :meth:`Embedder.query_terms`."""
+        ...
 
 
 @runtime_checkable
@@ -105,12 +112,61 @@ class Embedder(Protocol):
 
     def encode_queries(self, texts: Sequence[str]) -> Embeddings: ...
 
+    def query_terms(self, query: str) -> list[str]:
+        """The words of ``query`` that carry lexical weight in its sparse query vector: the
+        words its sparse search matches on.
+
+        A word is a ``\\w+`` run of the query, as the query spells it (a run of a script
+        written without spaces, such as Chinese, is one word); it counts when one of its
+        tokens (SPLADE, BGE-M3, mGTE) or analyzed terms (BM25) has a positive weight in
+        ``encode_queries([query]).sparse``. Expansion terms that a learned sparse model adds
+        to the vector are not words of the query and are left out. Returns the words in
+        query order, each once; ``[]`` for an empty vector.
+
+        Raises:
+            NotFittedError: a BM25 sparse side that is neither fitted nor loaded.
+        """
+        ...
+
 
 def l2_normalize(matrix: np.ndarray) -> np.ndarray:
     """Rows scaled to unit L2 norm (zero rows stay zero), as ``float32``."""
     matrix = np.asarray(matrix, dtype=np.float32)
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     return matrix / np.maximum(norms, 1e-12)
+
+
+_WORD = re.compile(r"\w+")
+
+
+def words_at(text: str, spans: Iterable[tuple[int, int]]) -> list[str]:
+    """The ``\\w+`` words of ``text`` that overlap any of the character spans
+    ``(start, end)`` (a weighted token's or term's offsets), in text order, each once."""
+    spans = [(start, end) for start, end in spans if end > start]
+    words = [
+        match.group()
+        for match in _WORD.finditer(text)
+        if any(start < match.end() and match.start() < end for start, end in spans)
+    ]
+    return list(dict.fromkeys(words))
+
+
+def weighted_query_words(tokenizer, query: str, vector: sparse.csr_array) -> list[str]:
+    """The words of ``query`` (:func:`words_at`) that hold a token whose vocabulary id has a
+    positive weight in row 0 of ``vector`` (``csr_array [1, vocab_size]``), for a learned
+    sparse model whose vocabulary is ``tokenizer``'s (a Hugging Face fast tokenizer, which
+    gives character offsets).
+
+    Raises:
+        ValueError: the tokenizer is a slow (Python) one, without offsets.
+    """
+    if not tokenizer.is_fast:
+        raise ValueError(f"{type(tokenizer).__name__} gives no character offsets: use a fast one")
+    start, end = vector.indptr[0], vector.indptr[1]
+    weighted = set(vector.indices[start:end][vector.data[start:end] > 0].tolist())
+    encoding = tokenizer(query, add_special_tokens=False, return_offsets_mapping=True)
+    pairs = zip(encoding["input_ids"], encoding["offset_mapping"], strict=True)
+    return words_at(query, (span for token, span in pairs if token in weighted))
 
 
 def length_sorted_batches(

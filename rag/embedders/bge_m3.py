@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import sparse
 
-from rag.embedders.base import Embeddings, l2_normalize
+from rag.embedders.base import Embeddings, l2_normalize, weighted_query_words
 from rag.embedders.packaged import resolve_model
 from rag.embedders.tokenizer import HFTokenCounter
 
@@ -112,3 +112,10 @@ class BGEM3Embedder:
             list(texts), batch_size=self.batch_size, return_dense=True, return_sparse=True
         )
         return self._embeddings(out)
+
+    def query_terms(self, query: str) -> list[str]:
+        """The words of ``query`` that hold a token with a positive lexical weight (BGE-M3
+        weighs the query's own tokens only), in query order, each once; see
+        ``Embedder.query_terms``."""
+        vector = self.encode_queries([query]).sparse
+        return weighted_query_words(self.model.tokenizer, query, vector)

@@ -246,3 +246,24 @@ class BM25Sparse:
         matrix.sum_duplicates()
         matrix.eliminate_zeros()  # a term in half the corpus has IDF 0
         return matrix
+
+    def query_terms(self, query: str) -> list[str]:
+        """The words of ``query`` (``\\w+`` runs, as the query spells them) whose analyzed
+        terms have a positive weight in its query vector (in the fitted vocabulary, IDF
+        above 0), in query order, each once; stop words never count (the analyzer drops
+        them). See ``Embedder.query_terms``.
+
+        Raises:
+            NotFittedError: not fitted or loaded.
+        """
+        vector = self.encode_queries([query])
+        weighted = set(vector.indices.tolist())
+        idf = self.function.idf  # term -> [IDF, vocabulary index]
+        words = (match.group() for match in _WORD.finditer(query))
+        return list(
+            dict.fromkeys(
+                word
+                for word in words
+                if any(term in idf and idf[term][1] in weighted for term in self.analyzer(word))
+            )
+        )

@@ -52,3 +52,8 @@ class DenseSparseEmbedder:
     def encode_queries(self, texts: Sequence[str]) -> Embeddings:
         """Dense ``float32 [n, dim]`` and sparse ``csr_array [n, vocab_size]`` for queries."""
         return Embeddings(self.dense.encode_queries(texts), self.sparse.encode_queries(texts))
+
+    def query_terms(self, query: str) -> list[str]:
+        """The sparse encoder's :meth:`~rag.embedders.base.SparseEncoder.query_terms` (the
+        dense side weighs no terms)."""
+        return self.sparse.query_terms(query)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import sparse
 
-from rag.embedders.base import Embeddings, l2_normalize
+from rag.embedders.base import Embeddings, l2_normalize, weighted_query_words
 from rag.embedders.bge_m3 import lexical_weights_to_csr
 from rag.embedders.packaged import resolve_model
 from rag.embedders.tokenizer import HFTokenCounter
@@ -88,3 +88,9 @@ class MGTEEmbedder:
     def encode_queries(self, texts: Sequence[str]) -> Embeddings:
         """Queries are encoded like documents (mGTE has no query instruction)."""
         return self._encode(texts)
+
+    def query_terms(self, query: str) -> list[str]:
+        """The words of ``query`` that hold a token with a positive weight (mGTE weighs the
+        query's own tokens only), in query order, each once; see ``Embedder.query_terms``."""
+        vector = self.encode_queries([query]).sparse
+        return weighted_query_words(self.function.model.tokenizer, query, vector)

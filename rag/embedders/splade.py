@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from scipy import sparse
 
-from rag.embedders.base import length_sorted_batches
+from rag.embedders.base import length_sorted_batches, weighted_query_words
 from rag.embedders.packaged import resolve_model
 from rag.embedders.precision import autocast_dtype, forward_context
 from rag.settings import Precision
@@ -93,6 +93,12 @@ class SpladeSparse:
     def encode_queries(self, texts: Sequence[str]) -> sparse.csr_array:
         """Queries are encoded exactly like documents (symmetric SPLADE)."""
         return self.encode_documents(texts)
+
+    def query_terms(self, query: str) -> list[str]:
+        """The words of ``query`` that hold a token with a positive weight in its SPLADE
+        vector, in query order, each once; the expansion terms the MLM head adds are left
+        out (see ``Embedder.query_terms``)."""
+        return weighted_query_words(self.tokenizer, query, self.encode_queries([query]))
 
 
 def _take_projection(model: torch.nn.Module) -> torch.nn.Linear:

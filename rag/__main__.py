@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from rag import db_server
 from rag.answer import LLM, AnswerStream
@@ -21,8 +22,8 @@ from rag.embedders.registry import API_SETTINGS, LOCAL_SETTINGS, env_name, listi
 from rag.http import APIError
 from rag.llm_server import DEFAULT_MODEL as DEFAULT_LLM
 from rag.llm_server import serve as serve_llm_forever
-from rag.rerankers import RERANKERS, RerankError, build_reranker
-from rag.retriever import Retriever
+from rag.rerankers import RERANKERS, RerankError
+from rag.search import Searcher, SearchResult, term_pattern
 from rag.settings import DEFAULT_DB, Fusion, SearchMode, Settings
 from rag.store import StoreError
 
@@ -67,34 +68,32 @@ def _settings(**overrides) -> Settings:
     return settings_or_exit(**{names.get(k, k): v for k, v in overrides.items()})
 
 
-def _retrieve(settings: Settings, query: str, source_prefix: str | None) -> tuple[list, bool]:
-    """The ranked hits of ``query`` (reranked when the settings name a reranker) and whether
-    they were reranked. A query that an embedding API cannot embed is searched by full-text
-    BM25, and a reranker that fails keeps the retrieved order, each with a warning on stderr;
-    a store problem, or a reranker or embedder that cannot be built, exits with code 2."""
+def _search(
+    settings: Settings, query: str, source_prefix: str | None
+) -> tuple[SearchResult, Searcher]:
+    """The settings' :class:`~rag.search.Searcher` answer to ``query``, its notes (full-text
+    fallback, reranker failure) printed as warnings on stderr; a store problem, or a
+    reranker or embedder that cannot be built, exits with code 2. Returns the result and
+    the searcher, whose collection is closed (its embedder still encodes)."""
     try:
-        retriever = Retriever.from_settings(settings)
-        reranker = build_reranker(settings, retriever.embedder)
-        hits, _, fallback = retriever.search_or_fulltext(
-            query,
-            top_k=max(settings.top_k, settings.rerank_candidates) if reranker else settings.top_k,
-            mode=settings.mode,
-            fusion=settings.fusion,
-            rrf_k=settings.rrf_k,
-            weights=settings.weights,
-            source_prefix=source_prefix,
-        )
-        retriever.store.close()
+        searcher = Searcher.from_settings(settings)
+        try:
+            result = searcher.search(
+                query,
+                top_k=settings.top_k,
+                mode=settings.mode,
+                fusion=settings.fusion,
+                rrf_k=settings.rrf_k,
+                weights=settings.weights,
+                source_prefix=source_prefix,
+            )
+        finally:
+            searcher.close()
     except (StoreError, ValueError, RerankError, OSError, APIError) as error:
         fail(error)
-    if fallback:
-        warn(fallback)
-    if reranker is not None:
-        try:
-            return reranker.rerank(query, hits, settings.top_k), True
-        except RerankError as error:
-            warn(f"reranking failed, retrieved order kept: {error}")
-    return hits[: settings.top_k], False
+    for note in result.notes:
+        warn(note)
+    return result, searcher
 
 
 def _hits_json(hits: list, reranked: bool) -> list[dict]:
@@ -102,7 +101,12 @@ def _hits_json(hits: list, reranked: bool) -> list[dict]:
     return [{k: asdict(h)[k] for k in fields} for h in hits]
 
 
-def _print_hits(console: Console, hits: list) -> None:
+def _print_hits(console: Console, hits: list, terms: list[str]) -> None:
+    """Each hit's rank, score, source, context and the start of its text, with the query
+    ``terms`` the sparse search matched on in bold (listed first)."""
+    pattern = term_pattern(terms)
+    if terms:
+        console.print(f"[dim]sparse-matched terms: {escape(', '.join(terms))}[/dim]\n")
     for hit in hits:
         where = context_line(hit.title, hit.heading)
         page = f" (page {hit.page})" if hit.page else ""
@@ -112,7 +116,10 @@ def _print_hits(console: Console, hits: list) -> None:
         console.print(f"[bold]{hit.rank:>2}.[/bold] {score}  {escape(hit.source)}{page}")
         console.print(f"    [dim]{escape(where)}[/dim]")
         snippet = " ".join(hit.text.split())
-        console.print(f"    {escape(snippet[:300])}{'…' if len(snippet) > 300 else ''}\n")
+        text = Text(f"    {snippet[:300]}{'…' if len(snippet) > 300 else ''}\n")
+        if pattern is not None:
+            text.highlight_regex(pattern, "bold")
+        console.print(text)
 
 
 @app.command()
@@ -150,11 +157,11 @@ def search(
         dense=dense,
         sparse=sparse,
     )
-    hits, reranked = _retrieve(settings, query, source_prefix)
+    result, searcher = _search(settings, query, source_prefix)
     if as_json:
-        print(json.dumps(_hits_json(hits, reranked), indent=2, ensure_ascii=False))
+        print(json.dumps(_hits_json(result.hits, result.reranked), indent=2, ensure_ascii=False))
         return
-    _print_hits(Console(highlight=False), hits)
+    _print_hits(Console(highlight=False), result.hits, searcher.matched_terms(query, result.mode))
 
 
 @app.command()
@@ -201,8 +208,8 @@ def answer(
         llm_base_url=llm_url,
         llm_model=llm_model,
     )
-    hits, reranked = _retrieve(settings, question, source_prefix)
-    stream = AnswerStream(question, hits, LLM.from_settings(settings), settings.llm_passages)
+    found, searcher = _search(settings, question, source_prefix)
+    stream = AnswerStream(question, found.hits, LLM.from_settings(settings), settings.llm_passages)
     if as_json:
         result = stream.complete()
         print(
@@ -210,7 +217,7 @@ def answer(
                 {
                     "answer": result.text,
                     "citations": {str(n): asdict(c) for n, c in result.citations.items()},
-                    "hits": _hits_json(result.hits, reranked),
+                    "hits": _hits_json(result.hits, found.reranked),
                     "error": result.error,
                 },
                 indent=2,
@@ -234,7 +241,7 @@ def answer(
         page = f" (page {citation.page})" if citation.page else ""
         out.print(f"[bold]{escape(f'[{number}]')}[/bold] {escape(citation.source)}{page}")
     out.print()
-    _print_hits(out, result.hits)
+    _print_hits(out, result.hits, searcher.matched_terms(question, found.mode))
 
 
 @app.command("serve-llm")

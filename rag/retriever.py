@@ -14,7 +14,6 @@ from pymilvus import AnnSearchRequest, RRFRanker, WeightedRanker
 from rag.embedders.base import Embedder, query_encoders
 from rag.embedders.fitting import load_params
 from rag.fusion import convex_combination
-from rag.http import APIError
 from rag.settings import (
     DEFAULT_FUSION,
     DEFAULT_NORMALISATION,
@@ -170,31 +169,19 @@ class Retriever:
 
     def search(self, query: str, *, source_prefix: str | None = None, **options) -> list[Hit]:
         """The ``top_k`` best chunks for ``query``, best first; see :meth:`_search` for the
-        options. With ``source_prefix``, only chunks whose source starts with it."""
+        options. With ``source_prefix``, only chunks whose source starts with it.
+
+        Raises:
+            ValueError: empty query or invalid fusion parameters.
+            APIError: an embedding API could not embed the query (``rag.search.Searcher``
+                then searches full text).
+        """
         hits = self._search(query, source_prefix=source_prefix, **options)
         if source_prefix:
             hits = [h for h in hits if h.source.startswith(source_prefix)]
             for rank, hit in enumerate(hits, 1):
                 hit.rank = hit.fused_rank = rank
         return hits
-
-    def search_or_fulltext(
-        self, query: str, *, mode: SearchMode = SearchMode.HYBRID, **options
-    ) -> tuple[list[Hit], SearchMode, str | None]:
-        """:meth:`search`, or, when an embedding API cannot embed the query (after its
-        retries), Milvus full-text BM25, which embeds nothing.
-
-        Returns the hits, the mode they come from, and a note saying why they are full-text
-        matches (``None`` when the search ran as asked).
-
-        Raises:
-            ValueError: see :meth:`search`.
-        """
-        try:
-            return self.search(query, mode=mode, **options), mode, None
-        except APIError as error:  # never raised in bm25 mode: it embeds nothing
-            note = f"the query could not be embedded, so these are full-text matches: {error}"
-            return self.search(query, mode=SearchMode.BM25, **options), SearchMode.BM25, note
 
     def _search(
         self,

@@ -628,6 +628,52 @@ def test_retry_after_parsing():
     assert retry_after_seconds("nan") is None
 
 
+# ----------------------------------------------------------------- the query path
+SEARCH_QUERY = "How do I create a sparse vector index?"
+
+
+@pytest.fixture
+def retriever(ingested, embedder):
+    """A retriever on the ingested Milvus docs, closed after the test."""
+    from rag.retriever import Retriever
+    from rag.store import CollectionProfile, MilvusStore
+
+    uri, collection, _ = ingested
+    store = MilvusStore.open(uri, collection, CollectionProfile.of(embedder))
+    yield Retriever(store, embedder, candidates=50)
+    store.close()
+
+
+def test_the_searcher_reranks_its_candidates_and_keeps_every_stage_rank(retriever, cross_encoder):
+    from rag.search import Searcher
+
+    result = Searcher(retriever, cross_encoder, rerank_candidates=8).search(SEARCH_QUERY, top_k=3)
+
+    candidates = retriever.search(SEARCH_QUERY, top_k=8)
+    assert (result.reranked, result.notes) == (True, [])
+    assert_reranked(result.hits, candidates, cross_encoder.score(
+        SEARCH_QUERY, [passage_text(h) for h in candidates]), top_k=3)  # fmt: skip
+    assert max(h.fused_rank for h in result.hits) <= 8
+    assert any(h.dense_rank and h.sparse_rank for h in result.hits)
+
+
+def test_a_failing_reranker_leaves_the_retrieved_order_with_a_note(retriever, jina_stub):
+    from rag.search import Searcher
+
+    jina_stub.replies = [Reply(500, body={"detail": "boom"}) for _ in range(3)]
+    searcher = Searcher(retriever, jina_reranker(jina_stub.base_url, []), rerank_candidates=8)
+    result = searcher.search(SEARCH_QUERY, top_k=3)
+
+    assert len(jina_stub.requests) == 3 and len(jina_stub.requests[0]["body"]["documents"]) == 8
+    expected = retriever.search(SEARCH_QUERY, top_k=3)
+    assert [(h.chunk_id, h.rank, h.rerank_score) for h in result.hits] == [
+        (h.chunk_id, h.rank, None) for h in expected
+    ]
+    assert not result.reranked
+    (note,) = result.notes
+    assert note.startswith("reranking failed, retrieved order kept: ") and "HTTP 500" in note
+
+
 # ----------------------------------------------------------------- CLI
 def test_cli_rerank_json(ingested, cross_encoder_dir, reference_cross_encoder):
     uri, collection, _ = ingested

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from conftest import SHARED_DATA, ingest_folder
 
 from rag.embedders.hybrid import DenseSparseEmbedder
 from rag.retriever import Retriever, source_prefix_filter
+from rag.search import Searcher, term_pattern
 from rag.settings import Fusion, Normalisation, SearchMode, Settings
 from rag.store import CollectionProfile, MilvusStore
 
@@ -104,6 +106,57 @@ def test_source_prefix_restricts_hits(retriever, ingested):
         "hnsw-prq.md",
         "hnsw-sq.md",
     }
+
+
+def test_the_searcher_without_a_reranker_gives_the_retrieved_hits(retriever):
+    searcher = Searcher(retriever)
+    for mode in SearchMode:
+        result = searcher.search(KNOWN[0][0], top_k=5, mode=mode)
+        expected = retriever.search(KNOWN[0][0], top_k=5, mode=mode)
+        assert (result.mode, result.reranked, result.notes) == (mode, False, [])
+        assert [(h.chunk_id, h.rank, h.fused_rank) for h in result.hits] == [
+            (h.chunk_id, h.rank, h.rank) for h in expected
+        ]
+        assert [(h.dense_rank, h.sparse_rank) for h in result.hits] == [
+            (h.dense_rank, h.sparse_rank) for h in expected
+        ]
+    hybrid = searcher.search(KNOWN[0][0], top_k=10).hits
+    assert any(h.dense_rank and h.sparse_rank for h in hybrid)
+
+
+def test_matched_terms_are_the_weighed_words_worth_showing(retriever, embedder):
+    searcher = Searcher(retriever)
+    question = "How do I create a sparse vector index for HNSW?"
+    assert embedder.query_terms(question)[0] == "How"  # weighed, but not shown
+    for mode in (SearchMode.HYBRID, SearchMode.SPARSE):
+        terms = searcher.matched_terms(question, mode)
+        assert terms == ["create", "sparse", "vector", "index", "HNSW"]
+    assert searcher.matched_terms(question, SearchMode.DENSE) == []
+    assert searcher.matched_terms(question, SearchMode.BM25) == []  # Milvus analyzes those
+
+
+def test_term_pattern_marks_words_that_start_with_a_term():
+    pattern = term_pattern(["index", "HNSW", "ef", "a_b", "it"])
+    text = "Indexes and reindex; HNSW_SQ, hnsw, ef, efConstruction, it, item"
+    assert [m.group() for m in pattern.finditer(text)] == [
+        "Indexes", "HNSW_SQ", "hnsw", "ef", "it"
+    ]  # fmt: skip
+    assert term_pattern(["a_b", "?"]) is None
+
+
+def test_cli_text_output_lists_and_marks_the_matched_terms(ingested):
+    uri, collection, _ = ingested
+    result = subprocess.run(
+        [sys.executable, "-m", "rag", "search", KNOWN[0][0], "--db", uri,
+         "--collection", collection, "--top-k", "3"],
+        capture_output=True, text=True, cwd=REPO, timeout=300,
+        env=os.environ | {"RAG_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "sparse-matched terms: create, sparse, vector, index"
+    ranks = [re.match(r" ?(\d+)\. \d", line) for line in lines]
+    assert [int(m.group(1)) for m in ranks if m] == [1, 2, 3]
 
 
 def test_prefix_filter_quotes_the_prefix():

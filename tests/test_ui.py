@@ -31,6 +31,7 @@ from streamlit.testing.v1.element_tree import Block, HeadingBase, Markdown, Subh
 
 from rag.answer import NO_LLM
 from rag.retriever import Retriever
+from rag.search import Searcher
 from rag.settings import SearchMode, get_settings
 from rag.store import (
     BM25_FIELD,
@@ -214,14 +215,14 @@ def test_hybrid_search_without_llm_shows_the_hits_with_stage_ranks_and_why(
     assert_no_live_markup(at)
 
 
-def test_sparse_matched_terms_are_bold_in_the_passages(start_app, ingested, app_module,
-                                                        embedder):
+def test_sparse_matched_terms_are_bold_in_the_passages(start_app, ingested, retriever):
     at = ask(start_app(*ingested[:2]), QUERY)
 
-    terms = app_module.sparse_terms(embedder, QUERY)
-    assert {"sparse", "vector", "index", "create"} <= set(terms)
-    assert not {"how", "do", "i", "a"} & set(terms)  # stop words and the expansion are left out
-    assert any(", ".join(terms) in rendered_text(c.value) for c in at.main.caption)
+    assert retriever.embedder.query_terms(QUERY)[:3] == ["How", "do", "I"]  # stop words
+    terms = Searcher(retriever).matched_terms(QUERY, SearchMode.HYBRID)
+    assert terms == ["create", "sparse", "vector", "index"]
+    caption = "Sparse-matched terms in bold: create, sparse, vector, index"
+    assert caption in [rendered_text(c.value) for c in at.main.caption]
     bold = {
         word.lower()
         for row in shown_hits(at)

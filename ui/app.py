@@ -14,10 +14,10 @@ from pymilvus import MilvusException
 
 from rag.answer import LLM, Answer, AnswerStream, citation_spans, public_url
 from rag.embedders import UnknownProfileError
-from rag.embedders.base import Embedder
 from rag.http import APIError
 from rag.rerankers import RERANKERS, Reranker, RerankError, build_reranker
 from rag.retriever import Retriever
+from rag.search import Searcher, SearchResult, term_pattern
 from rag.settings import Fusion, SearchMode, Settings, get_settings
 from rag.store import StoreError
 from rag.types import Hit
@@ -25,12 +25,6 @@ from rag.types import Hit
 _ASCII_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
 _BLANKS = re.compile(r"[^\S\n]+")  # whitespace runs other than newlines
 _PARAGRAPH_BREAK = re.compile(r"\n[^\S\n]*\n")  # a blank line
-# Words too common to be worth highlighting, though a sparse vector may weigh them.
-STOP_WORDS = frozenset(
-    "a about an and are as at be but by can do does for from had has have how i if in into "
-    "is it its me my no not of on or our so such than that the their them then there these "
-    "they this to us was we what when where which who why will with you your".split()
-)
 
 
 def literal(text: str) -> str:
@@ -52,14 +46,10 @@ def inline_literal(text: str) -> str:
 
 
 def highlight(markdown: str, terms: Iterable[str]) -> str:
-    """``markdown`` (already escaped by :func:`literal`) with each word that starts with one
-    of ``terms`` (case-insensitive; a term of 3 letters or fewer only as a whole word) in
-    bold. Terms are alphanumeric, so a match never spans an escape."""
-    terms = sorted({t.lower() for t in terms if t.isalnum()}, key=len, reverse=True)
-    if not terms:
-        return markdown
-    alternatives = "|".join(re.escape(t) + (r"\w*" if len(t) > 3 else r"\b") for t in terms)
-    return re.sub(rf"\b(?:{alternatives})", r"**\g<0>**", markdown, flags=re.IGNORECASE)
+    """``markdown`` (already escaped by :func:`literal`) with the words that match ``terms``
+    (:func:`rag.search.term_pattern`) in bold."""
+    pattern = term_pattern(terms)
+    return pattern.sub(r"**\g<0>**", markdown) if pattern else markdown
 
 
 def passage_markdown(text: str, terms: Iterable[str] = ()) -> str:
@@ -93,24 +83,6 @@ def answer_markdown(text: str, passages: int, turn: int) -> str:
         position = end
     parts.append(inline_literal(text[position:]))
     return "".join(parts)
-
-
-def sparse_terms(embedder: Embedder, query: str) -> list[str]:
-    """The query's own words that weigh in its sparse vector, lowercased, without stop words:
-    the terms sparse search matched on. ``[]`` when the sparse function has no tokenizer to
-    name its vocabulary (BM25 fitted on the corpus)."""
-    sparse_function = getattr(embedder, "sparse", None)
-    tokenizer = getattr(sparse_function, "tokenizer", None) or getattr(
-        getattr(embedder, "model", None), "tokenizer", None  # BGE-M3
-    )
-    if not hasattr(tokenizer, "convert_ids_to_tokens"):
-        return []
-    encoder = sparse_function if sparse_function is not None else embedder
-    vector = encoder.encode_queries([query])
-    weighted = set(getattr(vector, "sparse", vector).indices.tolist())
-    ids = [i for i in tokenizer(query, add_special_tokens=False)["input_ids"] if i in weighted]
-    words = {token.lstrip("▁").lower() for token in tokenizer.convert_ids_to_tokens(ids)}
-    return sorted(w for w in words if len(w) > 1 and w.isalnum() and w not in STOP_WORDS)
 
 
 @st.cache_resource(
@@ -277,12 +249,10 @@ def escaped(deltas: Iterator[str]) -> Iterator[str]:
 
 
 def retrieve(retriever: Retriever, settings: Settings, question: str,
-             options: dict) -> tuple[list[Hit], list[str], SearchMode]:
-    """The hits for ``question`` (reranked when a reranker is chosen), notes for the user,
-    and the mode the hits come from.
-
-    A reranker that cannot load or fails leaves the retrieved order, with a note. A query
-    that an embedding API cannot embed is searched by full-text BM25, with a note.
+             options: dict) -> tuple[Searcher, SearchResult, list[str]]:
+    """The searcher of the chosen reranker, its result for ``question`` and the notes for the
+    user (:meth:`rag.search.Searcher.search`). A reranker that cannot load leaves the
+    retrieved order, with a note.
 
     Raises:
         ValueError: empty query or invalid fusion parameters.
@@ -294,18 +264,9 @@ def retrieve(retriever: Retriever, settings: Settings, question: str,
     except (OSError, RerankError, ValueError) as error:
         reranker = None
         notes.append(f"reranker {options['reranker']} unavailable, retrieved order kept: {error}")
-    if reranker is not None:
-        search["top_k"] = max(options["top_k"], settings.rerank_candidates)
-    hits, mode, fallback = retriever.search_or_fulltext(question, **search)
-    if fallback:
-        notes.append(fallback)
-    if reranker is not None:
-        try:
-            hits = reranker.rerank(question, hits, options["top_k"])
-        except RerankError as error:
-            notes.append(f"reranking failed, retrieved order kept: {error}")
-            hits = hits[: options["top_k"]]
-    return hits, notes, mode
+    searcher = Searcher(retriever, reranker, settings.rerank_candidates)
+    result = searcher.search(question, **search)
+    return searcher, result, notes + result.notes
 
 
 def ask(retriever: Retriever, settings: Settings, question: str, options: dict,
@@ -319,13 +280,13 @@ def ask(retriever: Retriever, settings: Settings, question: str, options: dict,
         started = time.perf_counter()
         try:
             with st.spinner("Searching…"):
-                hits, notes, mode = retrieve(retriever, settings, question, options)
+                searcher, result, notes = retrieve(retriever, settings, question, options)
         except (ValueError, StoreError) as error:
             st.error(literal(str(error)))
             return None
         elapsed_ms = (time.perf_counter() - started) * 1000
         llm = LLM.from_settings(settings) if options["use_llm"] else None
-        stream = AnswerStream(question, hits, llm, settings.llm_passages)
+        stream = AnswerStream(question, result.hits, llm, settings.llm_passages)
         placeholder = st.empty()
         with placeholder.container():
             st.write_stream(escaped(iter(stream)))
@@ -336,9 +297,9 @@ def ask(retriever: Retriever, settings: Settings, question: str, options: dict,
             placeholder.markdown(answer_markdown(answer.text, len(stream.prompt_hits), index))
         else:
             placeholder.empty()
-        terms = sparse_terms(retriever.embedder, question) if mode in (
-            SearchMode.HYBRID, SearchMode.SPARSE) else []
-        turn = Turn(question, answer, mode, len(stream.prompt_hits), terms, notes, elapsed_ms)
+        terms = searcher.matched_terms(question, result.mode)
+        turn = Turn(question, answer, result.mode, len(stream.prompt_hits), terms, notes,
+                    elapsed_ms)
         show_details(index, turn)
     return turn
 

@@ -148,6 +148,9 @@ class PrecomputedQueries:
         rows = [self._row[t] for t in texts]
         return Embeddings(np.asarray(self._vectors.dense[rows]), self._vectors.sparse[rows])
 
+    def query_terms(self, query: str) -> list[str]:
+        return self.embedder.query_terms(query)
+
 
 RERANK_SUFFIX = "+rerank"
 
@@ -190,6 +193,11 @@ def run_mode(
     ``rerank_depth`` chunks are reordered by the reranker and the rest follow in retrieved
     order (so Recall@100 measures the same candidates), as a second result labelled
     ``<mode>+rerank``; its ``seconds`` include the retrieval.
+
+    The retriever and the reranker are called directly, not through
+    :class:`rag.search.Searcher`: a measurement times each stage, scores the retrieved and
+    the reranked ranking of one retrieval, and stops on a failing embedding API or reranker
+    instead of falling back to full-text matches or the retrieved order.
 
     Returns:
         The mode's result, then the reranked one when a reranker is given.

@@ -1,0 +1,160 @@
+"""The query path that the CLI, the UI and the notebook share: retrieve → rerank → hits that
+carry every stage's rank, with the notes a user should read and the query terms that matched.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from rag.http import APIError
+from rag.rerankers import Reranker, RerankError, build_reranker
+from rag.retriever import Retriever
+from rag.settings import SearchMode, Settings
+from rag.types import Hit
+
+# Words too common to be worth showing as matches, though a sparse vector may weigh them.
+STOP_WORDS = frozenset(
+    "a about an and are as at be but by can do does for from had has have how i if in into "
+    "is it its me my no not of on or our so such than that the their them then there these "
+    "they this to us was we what when where which who why will with you your".split()
+)
+
+
+@dataclass
+class SearchResult:
+    """The answer of :meth:`Searcher.search` to one query.
+
+    Attributes:
+        hits: the ``top_k`` best chunks, best first. Each carries its ``rank`` (final),
+            ``score`` (retrieval), ``fused_rank`` (its rank in the retrieved list), in hybrid
+            mode its ``dense_rank`` / ``sparse_rank`` and their scores (``None`` outside that
+            list's candidates), in dense or sparse mode that list's rank and score, and, when
+            ``reranked``, its ``rerank_score``.
+        mode: the mode the hits come from: the one asked for, or ``bm25`` when the query could
+            not be embedded and full-text matches stand in.
+        reranked: whether the reranker ordered the hits (``False`` without a reranker, or
+            when it failed and the retrieved order stands).
+        notes: why the hits differ from what was asked (full-text fallback, reranker
+            failure), one sentence each, for the user to read.
+    """
+
+    hits: list[Hit]
+    mode: SearchMode
+    reranked: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+class Searcher:
+    """Retrieve, then rerank: the query path behind ``python -m rag search``/``answer``, the
+    Streamlit page and the notebook.
+
+    Args:
+        retriever: embeds the query, searches and fuses (:class:`rag.retriever.Retriever`).
+        reranker: reorders the retrieved hits (``None``: the retrieved order stands).
+        rerank_candidates: hits retrieved for the reranker to read
+            (``RAG_RERANK_CANDIDATES``); at least ``top_k`` are.
+
+    Example::
+
+        searcher = Searcher.from_settings(Settings())
+        result = searcher.search("How do I create a sparse vector index?", top_k=5)
+        for hit in result.hits:
+            print(hit.rank, hit.source, hit.dense_rank, hit.sparse_rank, hit.rerank_score)
+        searcher.close()
+    """
+
+    def __init__(
+        self, retriever: Retriever, reranker: Reranker | None = None, rerank_candidates: int = 30
+    ) -> None:
+        self.retriever = retriever
+        self.reranker = reranker
+        self.rerank_candidates = rerank_candidates
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Searcher:
+        """The settings' retriever (``Retriever.from_settings``) and reranker
+        (``build_reranker``, ``RAG_RERANKER``), models loaded, collection open.
+
+        Raises:
+            StoreError, UnknownProfileError, OSError: see ``Retriever.from_settings``.
+            UnknownRerankerError, RerankError, OSError: see ``build_reranker``; the
+                collection is closed again.
+        """
+        retriever = Retriever.from_settings(settings)
+        try:
+            reranker = build_reranker(settings, retriever.embedder)
+        except Exception:
+            retriever.store.close()
+            raise
+        return cls(retriever, reranker, settings.rerank_candidates)
+
+    def search(
+        self, query: str, *, top_k: int = 10, mode: SearchMode = SearchMode.HYBRID, **options
+    ) -> SearchResult:
+        """The ``top_k`` best chunks for ``query``.
+
+        Retrieves ``top_k`` hits, or ``max(top_k, rerank_candidates)`` with a reranker, by
+        ``Retriever.search`` in ``mode`` with ``options`` (``fusion``, ``rrf_k``,
+        ``weights``, ``source_prefix``, ``stage_ranks``), then lets the reranker order them
+        and keeps the ``top_k`` best. Two faults leave a usable answer and a note: an
+        embedding API that cannot embed the query (after its retries) gives Milvus
+        full-text BM25 matches, which embed nothing; a reranker that fails
+        (``RerankError``) leaves the retrieved order.
+
+        Raises:
+            ValueError: empty query or invalid fusion parameters.
+            StoreError, MilvusException: the collection cannot be searched.
+        """
+        depth = max(top_k, self.rerank_candidates) if self.reranker else top_k
+        notes = []
+        try:
+            hits = self.retriever.search(query, top_k=depth, mode=mode, **options)
+        except APIError as error:  # never raised in bm25 mode: it embeds nothing
+            notes.append(
+                f"the query could not be embedded, so these are full-text matches: {error}"
+            )
+            mode = SearchMode.BM25
+            hits = self.retriever.search(query, top_k=depth, mode=mode, **options)
+        if self.reranker is not None:
+            try:
+                return SearchResult(self.reranker.rerank(query, hits, top_k), mode, True, notes)
+            except RerankError as error:
+                notes.append(f"reranking failed, retrieved order kept: {error}")
+        return SearchResult(hits[:top_k], mode, False, notes)
+
+    def matched_terms(self, query: str, mode: SearchMode) -> list[str]:
+        """The words of ``query`` that its sparse search in ``mode`` matched on, to show:
+        the embedder's ``query_terms`` without :data:`STOP_WORDS`, one-character words and
+        words holding other than letters and digits, each once whatever its case; ``[]``
+        in a mode that searches no sparse vector (``dense``; ``bm25``, whose analyzer runs
+        inside Milvus).
+
+        Raises:
+            NotFittedError: a BM25 sparse side without parameters.
+        """
+        if mode not in (SearchMode.HYBRID, SearchMode.SPARSE):
+            return []
+        shown: dict[str, str] = {}
+        for word in self.retriever.embedder.query_terms(query):
+            key = word.lower()
+            if len(word) > 1 and word.isalnum() and key not in STOP_WORDS:
+                shown.setdefault(key, word)
+        return list(shown.values())
+
+    def close(self) -> None:
+        """Close the collection (the retriever's store)."""
+        self.retriever.store.close()
+
+
+def term_pattern(terms: Iterable[str]) -> re.Pattern[str] | None:
+    """The words a reader sees marked as matches of ``terms``: case-insensitive, a word that
+    starts with a term of 4 or more letters (``index`` marks ``indexes``), or that is a
+    shorter term; longest terms first. ``None`` when no term is alphanumeric. Terms are
+    alphanumeric only, so a match never spans an escape of Markdown or rich markup."""
+    terms = sorted({t.lower() for t in terms if t.isalnum()}, key=len, reverse=True)
+    if not terms:
+        return None
+    alternatives = "|".join(re.escape(t) + (r"\w*" if len(t) > 3 else r"\b") for t in terms)
+    return re.compile(rf"\b(?:{alternatives})", re.IGNORECASE)

@@ -3,8 +3,8 @@
 Milvus Lite lets one process open a db. Served, the db is opened by this server process
 only, and every client (the app, ``python -m ingest``, ``python -m rag search``) reaches it at
 ``http://HOST:PORT`` (``RAG_MILVUS_URI`` or ``--db``), at the same time. The engine is the
-installed Milvus Lite's (``rag.lite``): the 2.5 C++ engine listening on the port, or 3.x's
-gRPC server.
+installed Milvus Lite's (``rag.store.lite``): the 2.5 C++ engine listening on the port, or
+3.x's gRPC server.
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ import signal
 import threading
 from collections.abc import Callable
 
-from rag import lite
-from rag.store import StoreError, StoreLockedError
+from rag.store import StoreError, StoreLockedError, lite
 
 DEFAULT_PORT = 19530
 DEFAULT_WORKERS = 10  # gRPC threads of the 3.x server: requests served at once

@@ -13,8 +13,7 @@ import pytest
 from conftest import MILVUS_DOCS_EN
 from packaging.requirements import Requirement
 
-from rag import lite
-from rag.store import MilvusStore, StoreError, StoreLockedError, connect, disconnect
+from rag.store import MilvusStore, StoreError, StoreLockedError, connect, disconnect, lite
 
 REPO = Path(__file__).resolve().parents[1]
 PAGE = MILVUS_DOCS_EN / "userGuide/indexes/floating-vector/hnsw.md"
@@ -66,7 +65,10 @@ def test_the_cli_on_a_db_of_the_other_engine_exits_2_without_a_traceback(tmp_pat
     old.mkdir()
     result = subprocess.run(
         [sys.executable, "-m", "rag", "search", "hnsw", "--db", str(old)],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "Ingest your documents again into a new path" in " ".join(result.stderr.split())
@@ -126,7 +128,10 @@ def test_a_second_process_is_told_and_a_killed_holder_frees_the_db(tmp_path):
             connect(str(db))
         result = subprocess.run(
             [sys.executable, "-m", "ingest", str(PAGE), "--db", str(db)],
-            cwd=REPO, capture_output=True, text=True, timeout=600,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=600,
             env={**os.environ, "RAG_NUM_THREADS": "1"},
         )
         assert result.returncode == 2 and "Traceback" not in result.stderr

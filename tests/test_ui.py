@@ -613,7 +613,7 @@ def pages_folder(folder: Path, names: list[str]) -> Path:
 def holds_lock(db: Path, pid: int) -> bool:
     """Whether process ``pid`` holds the Milvus Lite db's lock (read from /proc/locks, which
     probing the lock ourselves would disturb)."""
-    from rag.lite import engine
+    from rag.store.lite import engine
 
     lock = engine().lock_file(db)
     if not lock.exists():

@@ -9,11 +9,11 @@ import typer
 from rich.text import Text
 
 from ingest.discover import discover
+from ingest.fitting import after_ingest, prepare_ingest
 from ingest.pipeline import FileOutcome, Ingestor, Status
 from rag.chunking import Chunker
 from rag.cli import ProgressBars, err, fail, settings_or_exit
 from rag.embedders import UnknownProfileError, build_embedder
-from rag.embedders.fitting import after_ingest, prepare_ingest
 from rag.embedders.registry import resolve
 from rag.http import APIError
 from rag.store import CollectionProfile, MilvusStore, StoreError, connect

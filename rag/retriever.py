@@ -12,7 +12,6 @@ import numpy as np
 from pymilvus import AnnSearchRequest, RRFRanker, WeightedRanker
 
 from rag.embedders.base import Embedder, query_encoders
-from rag.embedders.fitting import load_params
 from rag.fusion import convex_combination
 from rag.settings import (
     DEFAULT_FUSION,
@@ -25,6 +24,7 @@ from rag.settings import (
     Settings,
 )
 from rag.store import BM25_FIELD, DENSE_FIELD, SPARSE_FIELD, MilvusStore, sparse_to_milvus
+from rag.store.fitted import load_params
 from rag.types import Hit
 
 _SIDES = ("dense", "sparse")

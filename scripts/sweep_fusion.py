@@ -33,7 +33,6 @@ from pathlib import Path
 
 from rag.chunking import Chunker
 from rag.embedders import build_embedder
-from rag.embedders.fitting import load_params
 from rag.eval.__main__ import DEFAULT_EVAL_DB
 from rag.eval.beir import BeirDataset
 from rag.eval.metrics import METRIC_NAMES, collapse_to_documents, per_query
@@ -46,6 +45,7 @@ from rag.store import (
     SPARSE_FIELD,
     CollectionProfile,
     MilvusStore,
+    load_params,
     sparse_to_milvus,
 )
 

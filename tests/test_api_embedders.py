@@ -345,10 +345,10 @@ DOCUMENTS = {
 
 @pytest.mark.slow
 def test_openai_with_bm25_ingests_and_searches_end_to_end(llama_url, tmp_path):
+    from ingest.fitting import after_ingest, prepare_ingest
     from ingest.pipeline import Ingestor
     from rag.chunking import Chunker
     from rag.embedders import build_embedder
-    from rag.embedders.fitting import after_ingest, prepare_ingest
     from rag.retriever import Retriever
     from rag.settings import SearchMode
     from rag.store import CollectionProfile, MilvusStore

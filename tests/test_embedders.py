@@ -19,20 +19,11 @@ import torch
 from conftest import MILVUS_DOCS_EN, SHARED_DATA
 from mgte_fixture import build_tiny_mgte
 
+from ingest.fitting import after_ingest, prepare_ingest
 from ingest.pipeline import Ingestor, Status
 from rag.chunking import Chunker
 from rag.embedders import build_embedder
 from rag.embedders.bm25 import BM25Sparse, EnglishAnalyzer, NotFittedError
-from rag.embedders.fitting import (
-    FIT_STATE_KEY,
-    SparseParamsError,
-    after_ingest,
-    load_params,
-    load_params_text,
-    params_text,
-    prepare_ingest,
-    read_state,
-)
 from rag.embedders.hybrid import DenseSparseEmbedder
 from rag.embedders.packaged import resolve_model
 from rag.embedders.registry import (
@@ -46,6 +37,14 @@ from rag.embedders.registry import (
 from rag.retriever import Retriever
 from rag.settings import Fusion, Normalisation, SearchMode, Settings
 from rag.store import CollectionProfile, MilvusStore, ProfileMismatchError
+from rag.store.fitted import (
+    FIT_STATE_KEY,
+    SparseParamsError,
+    load_params,
+    load_params_text,
+    params_text,
+    read_state,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = MILVUS_DOCS_EN / "userGuide" / "indexes" / "floating-vector"

@@ -67,7 +67,7 @@ class FittedSparseEncoder(SparseEncoder, Protocol):
 
     Its vocabulary and weights change with every fit, so documents and queries must be
     encoded with the same fitted parameters: ``fingerprint`` names them (``""`` until fitted
-    or loaded) and the collection records it (see ``rag.embedders.fitting``).
+    or loaded) and the collection records it (see ``rag.store.fitted``).
     """
 
     fingerprint: str

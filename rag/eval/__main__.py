@@ -15,11 +15,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ingest.fitting import after_ingest, prepare_ingest
 from ingest.pipeline import FileOutcome, Ingestor, IngestReport, Status
 from rag.chunking import Chunker
 from rag.cli import ProgressBars, err, fail, settings_or_exit, weights_option
 from rag.embedders import Composition, UnknownProfileError, build_embedder
-from rag.embedders.fitting import after_ingest, prepare_ingest
 from rag.embedders.registry import composition, resolve
 from rag.eval.beir import BeirDataset, DatasetError, Qrels
 from rag.eval.metrics import METRIC_NAMES

@@ -7,6 +7,7 @@ One module per job:
 - ``schema``: field names, byte limits, BM25 analyzers, indexes; creating the tables.
 - ``profile``: the profile record (what built a collection) and its checks.
 - ``records``: meta records (``__meta``) and fitted parameter blobs (``__sparse_params``).
+- ``fitted``: a fitted sparse function's parameters (BM25) and fit state: save, load.
 - ``manifest``: the file manifest (``__files``): which file versions are stored.
 - ``journal``: the switch journal (``__journal``): file switches not finished.
 - ``chunks``: a chunk and its vectors as a row of the collection, and back.
@@ -21,6 +22,7 @@ from rag.store.chunks import sparse_to_milvus
 from rag.store.collection import MilvusStore
 from rag.store.connection import connect, disconnect
 from rag.store.errors import ProfileMismatchError, StoreError, StoreLockedError
+from rag.store.fitted import SparseParamsError, load_params
 from rag.store.journal import JOURNAL_SUFFIX, FileSwitch
 from rag.store.manifest import FILES_SUFFIX, FileRecord
 from rag.store.profile import PROFILE_KEY, CollectionProfile
@@ -58,11 +60,13 @@ __all__ = [
     "FileSwitch",
     "MilvusStore",
     "ProfileMismatchError",
+    "SparseParamsError",
     "StoreError",
     "StoreLockedError",
     "connect",
     "disconnect",
     "fit_bytes",
+    "load_params",
     "read_records",
     "sparse_to_milvus",
 ]

@@ -129,6 +129,6 @@ def check_profile(
             f"collection {collection!r} at {uri} holds sparse vectors of "
             f"{recorded.sparse_model} parameters {recorded.sparse_params or '(none)'}"
             f", but the query side has parameters {wanted.sparse_params}: load the "
-            "collection's parameters (rag.embedders.fitting.load_params), or refit with "
+            "collection's parameters (rag.store.load_params), or refit with "
             "`python -m ingest PATH --refit-bm25`."
         )

@@ -1,15 +1,7 @@
-"""Fitted sparse parameters (BM25) kept beside their collection: load, defer, refit policy.
+"""When an ingest fits or refits the sparse parameters (BM25): first fit, drift, --refit-bm25.
 
-Where they live: in ``<collection>__sparse_params``, a sibling collection in the same Milvus
-(inside the db directory for Milvus Lite, on the server for a server URL), as the text the
-function's own ``save`` writes (read back with its ``load``). The collection's profile
-record holds their fingerprint and vocabulary size, and its ``rag.sparse_fit`` record the
-fit state (both in ``<collection>__meta``). Every process that opens the collection (ingest,
-search, the app, eval; on this machine or another) therefore encodes queries with the
-parameters the stored documents were encoded with, and a query side holding other
-parameters is refused.
-
-Refit policy (applied by :func:`after_ingest`, which every ingest calls after its run):
+The parameters and the fit state are kept beside the collection (``rag.store.fitted``).
+The policy (applied by :func:`after_ingest`, which every ingest calls after its run):
 
 1. The first ingest writes its chunks with empty sparse rows, fits on every stored chunk,
    then rewrites the sparse vector of every chunk.
@@ -27,37 +19,15 @@ Refit policy (applied by :func:`after_ingest`, which every ingest calls after it
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 
 from rag.chunking import embedding_text
 from rag.embedders.base import Embedder, FittedSparseEncoder, fitted_sparse
-from rag.store import PROFILE_KEY, CollectionProfile, MilvusStore, StoreError
+from rag.store import PROFILE_KEY, CollectionProfile, MilvusStore
+from rag.store.fitted import FitState, load_recorded, params_text, read_state, state_record
 
-FIT_STATE_KEY = "rag.sparse_fit"
 REFIT_BATCH = 1000  # chunks encoded and rewritten per step of a refit
-
-
-class SparseParamsError(StoreError):
-    """The collection's fitted sparse parameters cannot be used (none yet, a refit not
-    finished, missing or damaged); the message says what to run."""
-
-
-@dataclass(frozen=True)
-class FitState:
-    """What the collection records about its fit.
-
-    Attributes:
-        fitted_chunks: chunks the current parameters were fitted on.
-        changed_chunks: chunks written or deleted since that fit.
-        refitting: fingerprint of a refit that has started and not finished (``""``: none).
-    """
-
-    fitted_chunks: int = 0
-    changed_chunks: int = 0
-    refitting: str = ""
 
 
 @dataclass(frozen=True)
@@ -78,83 +48,6 @@ class RefitReport:
         )
 
 
-def read_state(store: MilvusStore) -> FitState:
-    """The collection's fit state (the default when none is recorded)."""
-    raw = store.read_record(FIT_STATE_KEY)
-    return FitState(**json.loads(raw)) if raw else FitState()
-
-
-def _state_record(state: FitState) -> dict[str, str]:
-    return {FIT_STATE_KEY: json.dumps(asdict(state))}
-
-
-def params_text(sparse: FittedSparseEncoder) -> str:
-    """The fitted parameters as the text the function's ``save`` writes."""
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "params.json"
-        sparse.save(str(path))
-        return path.read_text(encoding="ascii")
-
-
-def load_params_text(sparse: FittedSparseEncoder, text: str) -> None:
-    """Load parameters from text written by :func:`params_text` (through ``load``)."""
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "params.json"
-        path.write_text(text, encoding="ascii")
-        sparse.load(str(path))
-
-
-def _load_recorded(store: MilvusStore, sparse: FittedSparseEncoder) -> str | None:
-    """Load the recorded parameters; the reason when they cannot be."""
-    assert store.profile is not None
-    fingerprint = store.profile.sparse_params
-    if sparse.fingerprint == fingerprint:
-        return None
-    text = store.read_params(fingerprint)
-    if text is None:
-        return f"its parameters {fingerprint} are missing from {store.params_collection}"
-    load_params_text(sparse, text)
-    if sparse.fingerprint != fingerprint:
-        return f"its stored parameters do not match their fingerprint {fingerprint}"
-    return None
-
-
-def load_params(store: MilvusStore, embedder: Embedder) -> None:
-    """Query side: give the embedder's fitted sparse function the collection's current
-    parameters (reloaded only when the recorded fingerprint changed). Does nothing for an
-    embedder without a fitted function.
-
-    Raises:
-        SparseParamsError: no parameters yet, a refit in progress or interrupted, or the
-            stored parameters are missing or damaged.
-    """
-    sparse = fitted_sparse(embedder)
-    if sparse is None:
-        return
-    records = store.records()
-    store.profile = CollectionProfile(**json.loads(records[PROFILE_KEY]))
-    raw_state = records.get(FIT_STATE_KEY)
-    state = FitState(**json.loads(raw_state)) if raw_state else FitState()
-    where = f"collection {store.collection!r} at {store.uri}"
-    if state.refitting:
-        raise SparseParamsError(
-            f"{where}: a {sparse.name} refit is running or was interrupted, so its sparse "
-            "vectors are being rewritten; search again when it is done, or finish it with "
-            "`python -m ingest PATH`"
-        )
-    if not store.profile.sparse_params:
-        raise SparseParamsError(
-            f"{where} has no fitted {sparse.name} parameters yet: ingest documents first "
-            "(`python -m ingest PATH`)"
-        )
-    problem = _load_recorded(store, sparse)
-    if problem:
-        raise SparseParamsError(
-            f"{where}: {problem}; refit with `python -m ingest PATH --refit-bm25`"
-        )
-    store.check_profile(CollectionProfile.of(embedder))
-
-
 def prepare_ingest(store: MilvusStore, embedder: Embedder, *, refit: bool = False) -> None:
     """Ingest side, before the run: load the recorded parameters so that new chunks are
     encoded with them; defer instead (new chunks get empty sparse rows, the refit after the
@@ -167,7 +60,7 @@ def prepare_ingest(store: MilvusStore, embedder: Embedder, *, refit: bool = Fals
     assert store.profile is not None
     if refit or state.refitting or not store.profile.sparse_params:
         sparse.defer()
-    elif _load_recorded(store, sparse) is not None:
+    elif load_recorded(store, sparse) is not None:
         sparse.defer()
     else:
         store.check_profile(CollectionProfile.of(embedder))
@@ -212,13 +105,13 @@ def refit(store: MilvusStore, embedder: Embedder, reason: str) -> RefitReport | 
     started = time.perf_counter()
     chunks = store.all_chunks()
     if not chunks:
-        store.write_records(_state_record(FitState()))
+        store.write_records(state_record(FitState()))
         return None
     texts = [embedding_text(chunk) for chunk in chunks]
     sparse.fit(texts)
     fingerprint = sparse.fingerprint
     store.write_params(fingerprint, params_text(sparse))
-    store.write_records(_state_record(replace(read_state(store), refitting=fingerprint)))
+    store.write_records(state_record(replace(read_state(store), refitting=fingerprint)))
     for start in range(0, len(chunks), REFIT_BATCH):
         ids = [chunk.chunk_id for chunk in chunks[start : start + REFIT_BATCH]]
         store.update_sparse(ids, sparse.encode_documents(texts[start : start + REFIT_BATCH]))
@@ -226,7 +119,7 @@ def refit(store: MilvusStore, embedder: Embedder, reason: str) -> RefitReport | 
     profile = CollectionProfile.of(embedder)
     store.write_records(
         {PROFILE_KEY: json.dumps(asdict(profile))}
-        | _state_record(FitState(fitted_chunks=len(chunks)))
+        | state_record(FitState(fitted_chunks=len(chunks)))
     )
     store.profile = profile
     store.drop_params(keep=fingerprint)
@@ -254,6 +147,6 @@ def after_ingest(
         return refit(store, embedder, reason)
     state = read_state(store)
     changed = state.changed_chunks + store.chunks_changed
-    store.write_records(_state_record(replace(state, changed_chunks=changed)))
+    store.write_records(state_record(replace(state, changed_chunks=changed)))
     store.chunks_changed = 0
     return None

@@ -49,8 +49,9 @@ def store(tmp_path, embedder):
 
 
 def make_ingestor(store, embedder, settings) -> Ingestor:
-    return Ingestor(store, embedder, Chunker(embedder.tokenizer, settings.chunk_size,
-                                             settings.chunk_overlap))
+    return Ingestor(
+        store, embedder, Chunker(embedder.tokenizer, settings.chunk_size, settings.chunk_overlap)
+    )
 
 
 def run(ingestor, folder):
@@ -85,11 +86,14 @@ def test_changed_file_replaces_exactly_its_own_chunks(folder, store, embedder, s
 
     report = run(ingestor, folder)
     assert {(Path(o.path).name, o.status) for o in report.outcomes} == {
-        ("flat.md", Status.UNCHANGED), ("ivf-flat.md", Status.UPDATED),
-        ("ivf-sq8.md", Status.UNCHANGED)}
+        ("flat.md", Status.UNCHANGED),
+        ("ivf-flat.md", Status.UPDATED),
+        ("ivf-sq8.md", Status.UNCHANGED),
+    }
     assert {s: store.chunk_ids(s) for s in others} == before
     expected = Chunker(embedder.tokenizer, settings.chunk_size, settings.chunk_overlap).chunk(
-        load_document(changed), "x")
+        load_document(changed), "x"
+    )
     assert store.chunk_ids(str(changed)) == {c.chunk_id for c in expected}
     # Only the new tail was embedded: earlier chunks kept their content-derived ids.
     assert 0 < report.chunks_written < len(expected)
@@ -177,23 +181,22 @@ def test_a_collection_of_an_older_schema_is_refused_with_the_way_out(store, embe
     assert f"schema v1 of this tool, which reads schema v{SCHEMA_VERSION}" in str(error.value)
 
 
-def test_a_collection_keeping_its_records_in_properties_has_them_moved(
+def test_a_collection_without_its_meta_table_is_refused_with_the_way_out(
     folder, store, embedder, settings
 ):
-    # Before the __meta table, the profile record was a collection property.
+    # What an older version of the tool left: chunks, and no `docs__meta` table of records.
     run(make_ingestor(store, embedder, settings), folder)
-    record = store.read_record(PROFILE_KEY)
+    chunks = store.count_chunks()
     store.client.drop_collection(store.meta_collection)
-    store.client.alter_collection_properties("docs", properties={PROFILE_KEY: record})
 
-    reopened = MilvusStore.open(store.uri, "docs", CollectionProfile.of(embedder))
-    try:
-        assert reopened.client.has_collection(reopened.meta_collection)
-        assert reopened.records() == {PROFILE_KEY: record}
-        report = run(make_ingestor(reopened, embedder, settings), folder)
-        assert report.count(Status.UNCHANGED) == len(PAGES)
-    finally:
-        reopened.close()
+    for profile in (CollectionProfile.of(embedder), None):  # ingest side, query side
+        with pytest.raises(ProfileMismatchError) as error:
+            MilvusStore.open(store.uri, "docs", profile, create=profile is not None)
+        message = str(error.value)
+        assert "collection 'docs'" in message and "older version of this tool" in message
+        assert "re-ingest (python -m ingest PATH --reset, or another --collection)" in message
+    assert not store.client.has_collection(store.meta_collection)  # left as it is
+    assert store.count_chunks() == chunks
 
 
 def test_a_path_too_long_to_store_fails_alone(folder, store, embedder, settings):
@@ -253,8 +256,7 @@ def test_cli_refuses_a_bad_setting_with_its_reason(tmp_path, setting, message):
     assert message in result.stderr and "Traceback" not in result.stderr
 
 
-def test_prune_removes_chunks_of_an_ingest_that_never_completed(folder, store, embedder,
-                                                                  settings):
+def test_prune_removes_chunks_of_an_ingest_that_never_completed(folder, store, embedder, settings):
     ingestor = make_ingestor(store, embedder, settings)
     doomed = folder / "flat.md"
     chunks = ingestor.chunker.chunk(load_document(doomed), "0" * 64)

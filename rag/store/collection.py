@@ -20,7 +20,7 @@ from rag.embedders.base import Embeddings
 from rag.store import journal, manifest, records
 from rag.store.chunks import chunk_rows, row_chunk, sparse_to_milvus
 from rag.store.connection import connect, disconnect
-from rag.store.errors import StoreError
+from rag.store.errors import ProfileMismatchError, StoreError
 from rag.store.journal import JOURNAL_SUFFIX, FileSwitch
 from rag.store.manifest import FILES_SUFFIX, FileRecord
 from rag.store.profile import PROFILE_KEY, CollectionProfile, check_profile, recorded_profile
@@ -117,7 +117,8 @@ class MilvusStore:
         Raises:
             StoreLockedError, StoreError: see :func:`connect`; or the collection is missing
                 and ``create`` is false.
-            ProfileMismatchError: the collection was built by another profile or schema.
+            ProfileMismatchError: the collection was built by another profile or schema, or
+                by an older version of this tool (it has no ``<collection>__meta``).
         """
         store = cls(connect(uri, token), collection, dense_index, uri, analyzer)
         try:
@@ -129,8 +130,11 @@ class MilvusStore:
                     )
                 store._create(profile)
             if not store.client.has_collection(store.meta_collection):
-                # made before the meta table existed: move its records
-                records.create_meta(store.client, collection)
+                raise ProfileMismatchError(
+                    f"collection {collection!r} at {uri} was made by an older version of this "
+                    f"tool, or not by this tool (it has no {store.meta_collection} table): "
+                    "re-ingest (python -m ingest PATH --reset, or another --collection)"
+                )
             store.client.load_collection(store.meta_collection)
             if not store.client.has_collection(store.files_collection):
                 # new, or a run was killed between the creations

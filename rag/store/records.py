@@ -21,28 +21,22 @@ _PARAMS_ROWS = 32  # parameter parts per upsert request
 
 # ----------------------------------------------------------------- meta records
 def create_meta(client: MilvusClient, collection: str) -> None:
-    """Create ``<collection>__meta``, the table of ``collection``'s records; a chunk
-    collection that kept them in its properties (before this table) has them copied."""
-    exists = client.has_collection(collection)
-    legacy = read_records(client, collection) if exists else {}
+    """Create ``<collection>__meta``, the table of ``collection``'s records."""
     meta = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
     meta.add_field("key", DataType.VARCHAR, is_primary=True, max_length=64)
     meta.add_field("value", DataType.VARCHAR, max_length=65_535)
     create_table(client, f"{collection}{META_SUFFIX}", meta)
-    if legacy:
-        write_records(client, collection, legacy)
 
 
 def read_records(client: MilvusClient, collection: str) -> dict[str, str]:
     """The records kept about ``collection`` (``rag.profile``, a fitted function's state):
-    the rows of ``<collection>__meta``, or, for a collection made before that table existed,
-    its collection properties; ``{}`` when it has neither. The meta table must be loaded."""
+    the rows of ``<collection>__meta``; ``{}`` when that table does not exist. The table
+    must be loaded."""
     meta = f"{collection}{META_SUFFIX}"
-    if client.has_collection(meta):
-        rows = client.query(meta, filter='key != ""', output_fields=["key", "value"], **STRONG)
-        return {row["key"]: row["value"] for row in rows}
-    properties = client.describe_collection(collection).get("properties", {})
-    return {k: v for k, v in properties.items() if k.startswith("rag.")}
+    if not client.has_collection(meta):
+        return {}
+    rows = client.query(meta, filter='key != ""', output_fields=["key", "value"], **STRONG)
+    return {row["key"]: row["value"] for row in rows}
 
 
 def write_records(client: MilvusClient, collection: str, records: dict[str, str]) -> None:

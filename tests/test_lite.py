@@ -166,3 +166,16 @@ def _cmdline(proc: Path) -> str:
         return (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
+
+
+def test_hnsw_on_the_cpp_engine_is_refused_before_anything_is_written(tmp_path, embedder):
+    from rag.store import CollectionProfile
+
+    db = tmp_path / "hnsw.db"
+    with pytest.raises(StoreError, match="no HNSW index.*Milvus server"):
+        MilvusStore.open(str(db), "docs", CollectionProfile.of(embedder), dense_index="HNSW")
+    client = connect(str(db))
+    try:
+        assert client.list_collections() == []
+    finally:
+        disconnect(client, str(db))

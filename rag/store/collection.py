@@ -17,7 +17,7 @@ from pymilvus import AnnSearchRequest, MilvusClient
 from scipy import sparse
 
 from rag.embedders.base import Embeddings
-from rag.store import journal, manifest, records
+from rag.store import journal, lite, manifest, records
 from rag.store.chunks import chunk_rows, row_chunk, sparse_to_milvus
 from rag.store.connection import connect, disconnect
 from rag.store.errors import ProfileMismatchError, StoreError
@@ -166,6 +166,12 @@ class MilvusStore:
                 self.client.drop_collection(name)
 
     def _create(self, profile: CollectionProfile) -> None:
+        if self.dense_index == "HNSW" and lite.lite_path(self.uri) and lite.engine().native:
+            raise StoreError(
+                f"{lite.engine().name} has no HNSW index (it builds FLAT and IVF_FLAT): use "
+                "RAG_DENSE_INDEX=FLAT or IVF_FLAT for a Milvus Lite db, or a Milvus server "
+                "(RAG_MILVUS_URI=http://HOST:19530) for HNSW"
+            )
         # The profile first: a run killed before the chunk collection exists leaves records
         # of a missing collection, which the next run overwrites when it creates it.
         if not self.client.has_collection(self.meta_collection):

@@ -49,6 +49,11 @@ def test_query_and_startup_run_against_an_ingested_collection(ingested):
     latency = result["embed_search"]
     assert 0 < latency["p50_ms"] <= latency["p95_ms"] <= latency["p99_ms"]
     assert result["peak_rss_mb"] > 0 and result["db_size_mb"] > 0
+    assert result["engine_peak_rss_mb"] > 0 and result["open_seconds"] > 0
+    recall = _bench("recall", "--db", uri, "--collection", collection, "-n", "8")
+    assert (recall["index_type"], recall["rows"], recall["queries"]) == (
+        "FLAT", report.chunks_written, 8)
+    assert recall["recall@10"] == 1.0  # FLAT is exact search
     startup = _bench("startup", "--db", uri, "--collection", collection, "--repeat", "1")
     assert len(startup["seconds"]) == 1 and startup["seconds"][0] > 0
 
@@ -131,3 +136,21 @@ def test_cli_refuses_a_bad_setting_with_its_reason(tmp_path, command, setting, m
     )  # fmt: skip
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_exact_kth_scores_match_a_full_sort_and_count_copies_as_ties():
+    import numpy as np
+
+    from rag.bench.recall import exact_kth_scores
+
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((250_000, 8)).astype(np.float32)
+    queries = rng.standard_normal((5, 8)).astype(np.float32)
+    expected = np.sort(queries @ vectors.T, axis=1)[:, -10]
+    assert np.allclose(exact_kth_scores(vectors, queries, 10), expected)
+    copies = np.repeat(vectors[:3], 10, axis=0)  # three vectors, ten copies each
+    kth = exact_kth_scores(copies, queries, 10)
+    best = (queries @ vectors[:3].T).max(axis=1)
+    assert np.allclose(kth, best)  # the ten copies of the best vector fill the top 10
+    with pytest.raises(ValueError, match="fewer than k=10"):
+        exact_kth_scores(vectors[:9], queries, 10)

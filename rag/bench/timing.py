@@ -76,6 +76,12 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def engine_peak_rss_mb() -> float:
+    """Peak resident memory of the largest child process that has ended, in MiB: the Milvus
+    Lite 2.5 engine, read after the store is closed (``getrusage(RUSAGE_CHILDREN)``)."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
 def size_on_disk_mb(path: str | Path) -> float:
     """Bytes under ``path`` (a Milvus Lite ``*.db`` directory or a file), in MiB."""
     path = Path(path)

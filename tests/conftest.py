@@ -28,6 +28,17 @@ def milvus_docs_subset() -> list[Path]:
     )
 
 
+# Fixtures that ingest a real corpus or start a server: every test that uses one, directly or
+# through another fixture, is marked `slow` (`pytest -m "not slow"` runs the rest).
+SLOW_FIXTURES = {"ingested", "api_db", "api_uri", "local_llm", "server"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 # A recognisable fake API key: tests check that it appears in no output, log or page.
 API_KEY = "sk-FAKE-KEY-DO-NOT-LEAK-123456"
 

@@ -120,6 +120,7 @@ def _sentences(n: int):
     return [d for _, d in zip(range(n), dataset.documents(), strict=False)]
 
 
+@pytest.mark.slow
 def test_ingest_resumes_a_killed_run_and_reuses_a_finished_one(tmp_path, settings, embedder):
     from ingest.pipeline import Ingestor, Status
     from rag.chunking import Chunker

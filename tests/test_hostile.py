@@ -61,6 +61,7 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@pytest.mark.slow
 def test_ingest_cli_on_the_hostile_corpus(tmp_path):
     cases = build_hostile_corpus(tmp_path / "hostile")
     assert len({case.kind for case in cases}) >= 25

@@ -156,6 +156,7 @@ def test_a_file_that_turns_bad_keeps_its_stored_version(folder, store, embedder,
     assert store.chunk_ids(str(victim)) == before
 
 
+@pytest.mark.slow
 def test_changed_chunking_settings_rechunk_files(folder, store, embedder, settings):
     run(make_ingestor(store, embedder, settings), folder)
     smaller = Ingestor(store, embedder, Chunker(embedder.tokenizer, 100, 10))
@@ -214,6 +215,7 @@ def test_a_path_too_long_to_store_fails_alone(folder, store, embedder, settings)
     }
 
 
+@pytest.mark.slow
 def test_cli_reports_bad_files_and_exits_nonzero(tmp_path):
     docs = tmp_path / "mixed"
     docs.mkdir()

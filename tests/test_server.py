@@ -96,6 +96,7 @@ def test_serve_db_refuses_a_db_that_another_process_has_open(tmp_path):
     assert "is in use by another process" in " ".join(result.stderr.split())
 
 
+@pytest.mark.slow
 def test_load_script_runs_concurrent_clients_without_errors(tmp_path, settings, embedder):
     from ingest.pipeline import Ingestor
     from rag.chunking import Chunker

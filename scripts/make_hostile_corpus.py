@@ -1,6 +1,6 @@
 """Build the hostile-input corpus of tests/hostile_corpus.py into a folder, to ingest by hand.
 
-    python scripts/make_hostile_corpus.py /tmp/hostile
+    python scripts/make_hostile_corpus.py data/hostile
 
 Prints every case (expected outcome, kind, path, and the text stored or the reason given),
 then the ``python -m ingest`` command that ingests the corpus folder and the paths given

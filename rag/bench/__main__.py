@@ -308,6 +308,7 @@ def grown_eval(
     collection and mode, to compare dense indexes (FLAT, IVF_FLAT) at scale."""
     from rag.bench.grown_eval import DEPTH, score_in_collection, set_prefix
     from rag.eval.beir import BeirDataset, DatasetError
+    from rag.eval.metrics import METRIC_NAMES
     from rag.http import APIError
     from rag.retriever import Retriever
     from rag.store import StoreError
@@ -347,13 +348,11 @@ def grown_eval(
     if not as_json:
         table = Table(title=f"{beir.name} {split}: {len(queries)} judged queries, "
                       f"sources {prefix}…")  # fmt: skip
-        columns = {"collection": "collection", "dense index": "index_type", "chunks": "chunks",
-                   "mode": "mode", "nDCG@10": "ndcg@10", "R@10": "recall@10",
-                   "R@100": "recall@100", "MRR@10": "mrr@10"}  # fmt: skip
-        for column in columns:
+        for column in ("collection", "index", "chunks", "mode", *METRIC_NAMES):
             table.add_column(column, justify="left" if column == "collection" else "right")
         for row in rows:
-            table.add_row(*(str(row[key]) for key in columns.values()))
+            table.add_row(row["collection"], row["index_type"], f"{row['chunks']:,}",
+                          row["mode"], *(f"{row[m]:.4f}" for m in METRIC_NAMES))  # fmt: skip
         Console(file=sys.stdout).print(table)
 
 

@@ -302,10 +302,11 @@ def test_grown_eval_scores_a_set_among_other_chunks(tmp_path, settings, embedder
     assert 0.5 < grown["ndcg@10"] < 1  # XQuAD-R questions find their paragraph, mostly
 
     rows = _bench_lines("grown-eval", str(first), "--db", bench_db, "--collection", "grown",
-                        "--limit-queries", "10")  # fmt: skip
+                        "--limit-queries", "10", "--depth", str(target))  # fmt: skip
     assert [row["mode"] for row in rows] == ["dense", "hybrid"]
     for row in rows:
         assert (row["collection"], row["index_type"], row["chunks"]) == ("grown", "FLAT", target)
         assert row["prefix"] == set_prefix(dataset) and row["queries"] == 10
+        assert row["depth"] == target  # every row of the collection
         assert 0 <= row["recall@10"] <= row["recall@100"] <= 1
     assert rows[0]["ndcg@10"] == pytest.approx(first10_scores["ndcg@10"], abs=0.01)

@@ -301,6 +301,15 @@ def grown_eval(
     limit_queries: Annotated[
         int | None, typer.Option("--limit-queries", min=1, help="Score the first N queries.")
     ] = None,
+    depth: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=16_384,  # Milvus's largest top k
+            help="Chunks retrieved per query (default 300). A collection grown with --repeat "
+            "holds each chunk once per copy: multiply by the copies.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object a line.")] = False,
 ) -> None:
     """nDCG@10, Recall@10, Recall@100 and MRR@10 of DATASET's judged queries inside
@@ -319,6 +328,7 @@ def grown_eval(
         fail(error)
     queries, qrels = beir.judged_queries(limit_queries)
     prefix = prefix or set_prefix(beir)
+    depth = depth or DEPTH
     machine = _machine()
     rows = []
     for name in collections:
@@ -331,9 +341,9 @@ def grown_eval(
             described = {"benchmark": "grown-eval", "dataset": beir.name, "split": split,
                          "db": settings.milvus_uri, "collection": name, "prefix": prefix,
                          "index_type": _dense_index(retriever.store),
-                         "chunks": retriever.store.count_chunks(), "depth": DEPTH}  # fmt: skip
+                         "chunks": retriever.store.count_chunks(), "depth": depth}  # fmt: skip
             for mode in modes or [SearchMode.DENSE, SearchMode.HYBRID]:
-                scores = score_in_collection(retriever, queries, qrels, mode, prefix,
+                scores = score_in_collection(retriever, queries, qrels, mode, prefix, depth,
                                              fusion=settings.fusion, rrf_k=settings.rrf_k,
                                              weights=settings.weights)  # fmt: skip
                 row = {**described, "mode": mode.value, "queries": len(queries),

@@ -289,6 +289,8 @@ class Ingestor:
         source = str(path)
         if not _utf8(source):
             return FileOutcome(source, Status.FAILED, reason=_NOT_UTF8_PATH), None
+        if any(ord(char) < 32 or ord(char) == 127 for char in source):
+            return FileOutcome(source, Status.FAILED, reason=_CONTROL_PATH), None
         if (size := len(source.encode())) > MAX_SOURCE_BYTES:
             reason = (
                 f"path is {size} bytes long; the collection stores paths of up to "
@@ -430,6 +432,11 @@ def document_hash(document: Document) -> str:
 
 
 _NOT_UTF8_PATH = "path is not valid UTF-8 (it cannot be stored; rename it)"
+# Milvus Lite 2.5's filter expressions cannot hold a line break, and match no other control
+# character as escaped: such a file could be stored but never found again to update or prune.
+_CONTROL_PATH = (
+    "path holds a line break or another control character (it cannot be stored; rename it)"
+)
 
 
 def _utf8(source: str) -> bool:

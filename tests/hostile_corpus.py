@@ -352,8 +352,8 @@ def build_hostile_corpus(root: Path) -> list[Case]:
         "name with a newline",
         "two\nlines.md",
         "# Two\n\nA newline in the name.\n",
-        ok,
-        "A newline in the name.",
+        failed,
+        "path holds a line break or another control character",
     )
     write(
         "name in Cyrillic and CJK",
@@ -363,7 +363,7 @@ def build_hostile_corpus(root: Path) -> list[Case]:
         "Не ASCII имя.",
     )
     write("name with Rich markup, failing", "[red]draft [v2].md", b"", failed, "empty file")
-    write("name with a newline, failing", "bad\nname.md", b"", failed, "empty file")
+    write("name with a newline, failing", "bad\nname.md", b"", failed, "path holds a line break")
     bad_name = os.fsdecode(b"caf\xe9-latin1-name.md")  # not UTF-8: a surrogate escape
     write(
         "name that is not valid UTF-8",

@@ -4,7 +4,9 @@ carry every stage's rank, with the notes a user should read and the query terms 
 
 from __future__ import annotations
 
+import dataclasses
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -38,12 +40,19 @@ class SearchResult:
             when it failed and the retrieved order stands).
         notes: why the hits differ from what was asked (full-text fallback, reranker
             failure), one sentence each, for the user to read.
+        retrieved: every retrieved hit in retrieved order, before reranking and before the
+            cut to ``top_k`` (unmodified: ``rank`` is the retrieval rank).
+        retrieve_seconds, rerank_seconds: wall-clock seconds of the retrieval (with the
+            full-text fallback, both searches) and of the reranker call (0 without one).
     """
 
     hits: list[Hit]
     mode: SearchMode
     reranked: bool = False
     notes: list[str] = field(default_factory=list)
+    retrieved: list[Hit] = field(default_factory=list)
+    retrieve_seconds: float = 0.0
+    rerank_seconds: float = 0.0
 
 
 class Searcher:
@@ -55,6 +64,11 @@ class Searcher:
         reranker: reorders the retrieved hits (``None``: the retrieved order stands).
         rerank_candidates: hits retrieved for the reranker to read
             (``RAG_RERANK_CANDIDATES``); at least ``top_k`` are.
+        rerank_depth: the reranker reorders only the first ``rerank_depth`` retrieved hits,
+            the rest follow them in retrieved order (``None``: it reorders all of them).
+        fallback: with ``False``, an embedding API or reranker failure raises instead of
+            falling back to full-text matches or the retrieved order (for measurements,
+            which a silent fallback would corrupt).
 
     Example::
 
@@ -66,11 +80,21 @@ class Searcher:
     """
 
     def __init__(
-        self, retriever: Retriever, reranker: Reranker | None = None, rerank_candidates: int = 30
+        self,
+        retriever: Retriever,
+        reranker: Reranker | None = None,
+        rerank_candidates: int = 30,
+        *,
+        rerank_depth: int | None = None,
+        fallback: bool = True,
     ) -> None:
+        if rerank_depth is not None and rerank_depth < 1:
+            raise ValueError(f"rerank_depth must be >= 1 or None, got {rerank_depth}")
         self.retriever = retriever
         self.reranker = reranker
         self.rerank_candidates = rerank_candidates
+        self.rerank_depth = rerank_depth
+        self.fallback = fallback
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Searcher:
@@ -98,31 +122,49 @@ class Searcher:
         Retrieves ``top_k`` hits, or ``max(top_k, rerank_candidates)`` with a reranker, by
         ``Retriever.search`` in ``mode`` with ``options`` (``fusion``, ``rrf_k``,
         ``weights``, ``source_prefix``, ``stage_ranks``), then lets the reranker order them
-        and keeps the ``top_k`` best. Two faults leave a usable answer and a note: an
-        embedding API that cannot embed the query (after its retries) gives Milvus
-        full-text BM25 matches, which embed nothing; a reranker that fails
-        (``RerankError``) leaves the retrieved order.
+        (the first ``rerank_depth`` of them, the rest following in retrieved order with
+        ranks after the reranked ones) and keeps the ``top_k`` best. With ``fallback``, two
+        faults leave a usable answer and a note: an embedding API that cannot embed the
+        query (after its retries) gives Milvus full-text BM25 matches, which embed nothing;
+        a reranker that fails (``RerankError``) leaves the retrieved order.
 
         Raises:
             ValueError: empty query or invalid fusion parameters.
             StoreError, MilvusException: the collection cannot be searched.
+            APIError, RerankError: without ``fallback``, the embedding API or the reranker
+                failed.
         """
         depth = max(top_k, self.rerank_candidates) if self.reranker else top_k
         notes = []
+        started = time.perf_counter()
         try:
             hits = self.retriever.search(query, top_k=depth, mode=mode, **options)
         except APIError as error:  # never raised in bm25 mode: it embeds nothing
+            if not self.fallback:
+                raise
             notes.append(
                 f"the query could not be embedded, so these are full-text matches: {error}"
             )
             mode = SearchMode.BM25
             hits = self.retriever.search(query, top_k=depth, mode=mode, **options)
+        result = SearchResult(hits[:top_k], mode, False, notes, hits)
+        result.retrieve_seconds = time.perf_counter() - started
         if self.reranker is not None:
+            head, tail = hits, []
+            if self.rerank_depth is not None:
+                head, tail = hits[: self.rerank_depth], hits[self.rerank_depth :]
+            started = time.perf_counter()
             try:
-                return SearchResult(self.reranker.rerank(query, hits, top_k), mode, True, notes)
+                ranked = self.reranker.rerank(query, head, top_k)
             except RerankError as error:
+                if not self.fallback:
+                    raise
                 notes.append(f"reranking failed, retrieved order kept: {error}")
-        return SearchResult(hits[:top_k], mode, False, notes)
+            else:
+                result.hits = (ranked + _follow(tail, len(ranked)))[:top_k]
+                result.reranked = True
+            result.rerank_seconds = time.perf_counter() - started
+        return result
 
     def matched_terms(self, query: str, mode: SearchMode) -> list[str]:
         """The words of ``query`` that its sparse search in ``mode`` matched on, to show:
@@ -146,6 +188,19 @@ class Searcher:
     def close(self) -> None:
         """Close the collection (the retriever's store)."""
         self.retriever.store.close()
+
+
+def _follow(hits: list[Hit], after: int) -> list[Hit]:
+    """Copies of ``hits`` ranked ``after + 1``, ``after + 2``, … in their order, each keeping
+    its retrieval rank as ``fused_rank``."""
+    return [
+        dataclasses.replace(
+            hit,
+            rank=after + position,
+            fused_rank=hit.fused_rank if hit.fused_rank is not None else hit.rank,
+        )
+        for position, hit in enumerate(hits, 1)
+    ]
 
 
 def term_pattern(terms: Iterable[str]) -> re.Pattern[str] | None:

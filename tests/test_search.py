@@ -14,6 +14,7 @@ import pytest
 from conftest import SHARED_DATA, ingest_folder
 
 from rag.embedders.hybrid import DenseSparseEmbedder
+from rag.http import APIError
 from rag.retriever import Retriever, source_prefix_filter
 from rag.search import Searcher, term_pattern
 from rag.settings import Fusion, Normalisation, SearchMode, Settings
@@ -123,6 +124,27 @@ def test_the_searcher_without_a_reranker_gives_the_retrieved_hits(retriever):
         ]
     hybrid = searcher.search(KNOWN[0][0], top_k=10).hits
     assert any(h.dense_rank and h.sparse_rank for h in hybrid)
+
+
+def test_a_failing_embedding_api_gives_full_text_matches_or_raises_without_fallback(
+    retriever, monkeypatch
+):
+    """The OpenAI-compatible API's failure itself is exercised in test_reliability; here the
+    retriever's query encoding raises the ``APIError`` such a client raises."""
+
+    def unreachable(query, sides):
+        raise APIError("OpenAI: POST /embeddings failed 2 times; last: HTTP 503")
+
+    expected = retriever.search(KNOWN[0][0], top_k=5, mode=SearchMode.BM25)
+    monkeypatch.setattr(retriever, "_encode", unreachable)
+    result = Searcher(retriever).search(KNOWN[0][0], top_k=5)
+    assert (result.mode, result.reranked) == (SearchMode.BM25, False)
+    assert [h.chunk_id for h in result.hits] == [h.chunk_id for h in expected]
+    assert [h.chunk_id for h in result.retrieved] == [h.chunk_id for h in expected]
+    (note,) = result.notes
+    assert note.startswith("the query could not be embedded, so these are full-text matches")
+    with pytest.raises(APIError, match="HTTP 503"):
+        Searcher(retriever, fallback=False).search(KNOWN[0][0], top_k=5)
 
 
 def test_matched_terms_are_the_weighed_words_worth_showing(retriever, embedder):

@@ -7,8 +7,9 @@ profile and chunking reuses it. Each document is committed to the collection's m
 ``FileRecord`` whose ``source`` is the document id) once its chunks are stored: a killed
 ingest resumes where it stopped.
 
-Search goes through ``Retriever.search``; its chunk hits are collapsed to documents (a
-document ranks at its best chunk) and scored by :mod:`rag.eval.metrics`.
+Search goes through the product's query path (:class:`rag.search.Searcher`: retrieve →
+rerank), without its fallbacks; its chunk hits are collapsed to documents (a document ranks
+at its best chunk) and scored by :mod:`rag.eval.metrics`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from enum import StrEnum
@@ -30,6 +30,7 @@ from rag.eval.beir import BeirDataset, Qrels
 from rag.eval.metrics import collapse_to_documents, mean_scores
 from rag.rerankers import Reranker
 from rag.retriever import Retriever
+from rag.search import Searcher
 from rag.settings import Fusion, SearchMode, Settings
 from rag.store import CollectionProfile
 
@@ -189,31 +190,32 @@ def run_mode(
     ``top_k`` chunks are asked for (and ``max(top_k, retriever.candidates)`` per hybrid
     list), enough that chunks of the same document still leave 100 distinct documents.
 
-    With a ``reranker``, the same retrieved list is also scored reranked: its first
-    ``rerank_depth`` chunks are reordered by the reranker and the rest follow in retrieved
-    order (so Recall@100 measures the same candidates), as a second result labelled
-    ``<mode>+rerank``; its ``seconds`` include the retrieval.
+    Each query goes once through a :class:`rag.search.Searcher` without fallbacks. Its
+    retrieved chunks (``SearchResult.retrieved``) give the mode's ranking. With a
+    ``reranker``, its final chunks give a second result labelled ``<mode>+rerank``: the
+    first ``rerank_depth`` retrieved chunks reordered by the reranker, the rest following
+    in retrieved order (so Recall@100 measures the same candidates).
 
-    The retriever and the reranker are called directly, not through
-    :class:`rag.search.Searcher`: a measurement times each stage, scores the retrieved and
-    the reranked ranking of one retrieval, and stops on a failing embedding API or reranker
-    instead of falling back to full-text matches or the retrieved order.
+    A result's ``seconds`` sum the retrieval times; the reranked result's also include the
+    reranker's. Query encoding done beforehand (:class:`PrecomputedQueries`) is not in them.
 
     Returns:
         The mode's result, then the reranked one when a reranker is given.
 
     Raises:
-        RerankError: the reranker gave no usable scores.
+        APIError: an embedding API could not embed a query (no full-text fallback).
+        RerankError: the reranker gave no usable scores (no retrieved-order fallback).
     """
+    # rerank_candidates = top_k: exactly top_k chunks are retrieved, with or without reranker.
+    searcher = Searcher(retriever, reranker, top_k, rerank_depth=rerank_depth, fallback=False)
     seconds = {"search": 0.0, "rerank": 0.0}
     rankings: dict[str, list[str]] = {}
     reranked: dict[str, list[str]] = {}
     for qid, text in queries.items():
         if not text.strip():  # a judged query without text (CMRC2018 trial has two) finds
-            hits = []  # nothing and scores 0, as the metrics count a query with no result
+            retrieved = hits = []  # nothing and scores 0, as the metrics count no result
         else:
-            started = time.perf_counter()
-            hits = retriever.search(
+            result = searcher.search(
                 text,
                 top_k=top_k,
                 mode=mode.search_mode,
@@ -222,14 +224,12 @@ def run_mode(
                 weights=weights,
                 stage_ranks=False,
             )
-            seconds["search"] += time.perf_counter() - started
-        rankings[qid] = collapse_to_documents((h.source for h in hits), DOC_DEPTH)
+            retrieved, hits = result.retrieved, result.hits
+            seconds["search"] += result.retrieve_seconds
+            seconds["rerank"] += result.rerank_seconds
+        rankings[qid] = collapse_to_documents((h.source for h in retrieved), DOC_DEPTH)
         if reranker is not None:
-            started = time.perf_counter()
-            head = reranker.rerank(text, hits[:rerank_depth]) if hits else []
-            seconds["rerank"] += time.perf_counter() - started
-            sources = [h.source for h in (*head, *hits[rerank_depth:])]
-            reranked[qid] = collapse_to_documents(sources, DOC_DEPTH)
+            reranked[qid] = collapse_to_documents((h.source for h in hits), DOC_DEPTH)
         if on_query:
             on_query()
     results = [

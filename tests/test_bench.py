@@ -60,6 +60,9 @@ def test_query_and_startup_run_against_an_ingested_collection(ingested):
     assert recall["index_type"] == "FLAT" and recall["queries"] == 8
     assert recall["rows"] == report.chunks_written
     assert recall["recall@10"] == 1.0  # FLAT is exact search
+    twin = _bench("recall", "--db", uri, "--collection", collection, "-n", "8",
+                  "--exact-collection", collection)  # fmt: skip
+    assert (twin["rows"], twin["recall@10"]) == (report.chunks_written, 1.0)
     startup = _bench("startup", "--db", uri, "--collection", collection, "--repeat", "1")
     assert len(startup["seconds"]) == 1 and startup["seconds"][0] > 0
 

@@ -121,6 +121,19 @@ def ingested(tmp_path_factory, settings, embedder, docs_folder):
     return uri, "docs", ingest_folder(uri, settings, embedder, docs_folder)
 
 
+@pytest.fixture
+def retriever(ingested, embedder):
+    """A retriever on the ingested docs, opened per test and closed after, so that a CLI
+    test's subprocess can open the db."""
+    from rag.retriever import Retriever
+    from rag.store import CollectionProfile, MilvusStore
+
+    uri, collection, _ = ingested
+    store = MilvusStore.open(uri, collection, CollectionProfile.of(embedder))
+    yield Retriever(store, embedder, candidates=50)
+    store.close()
+
+
 def free_port() -> int:
     """A loopback port that nothing listens on (for now)."""
     import socket

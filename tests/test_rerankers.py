@@ -632,18 +632,6 @@ def test_retry_after_parsing():
 SEARCH_QUERY = "How do I create a sparse vector index?"
 
 
-@pytest.fixture
-def retriever(ingested, embedder):
-    """A retriever on the ingested Milvus docs, closed after the test."""
-    from rag.retriever import Retriever
-    from rag.store import CollectionProfile, MilvusStore
-
-    uri, collection, _ = ingested
-    store = MilvusStore.open(uri, collection, CollectionProfile.of(embedder))
-    yield Retriever(store, embedder, candidates=50)
-    store.close()
-
-
 def test_the_searcher_reranks_its_candidates_and_keeps_every_stage_rank(retriever, cross_encoder):
     from rag.search import Searcher
 

@@ -31,15 +31,6 @@ KNOWN = [
 ]
 
 
-@pytest.fixture
-def retriever(ingested, embedder):
-    """Opened per test and closed after, so the CLI tests' subprocesses can open the db."""
-    uri, collection, _ = ingested
-    store = MilvusStore.open(uri, collection, CollectionProfile.of(embedder))
-    yield Retriever(store, embedder, candidates=50)
-    store.close()
-
-
 def top_pages(hits, k=5):
     return [Path(h.source).name for h in hits[:k]]
 

@@ -26,13 +26,11 @@ def connect(uri: str, token: str | None = None) -> MilvusClient:
     path = lite.lite_path(uri)
     if path is not None:
         try:
-            engine = lite.engine()
-            engine.check_db(path, uri)
+            lite.engine().prepare(path, uri)
+        except lite.LiteLockedError as error:
+            raise StoreLockedError(str(error)) from None
         except lite.LiteError as error:
             raise StoreError(str(error)) from None
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if engine.locked_elsewhere(path):
-            raise StoreLockedError(lite.in_use_message(uri))
     try:
         client = MilvusClient(uri=uri if path is None else str(path), token=token or "")
     except Exception as error:  # noqa: BLE001 - pymilvus raises several unrelated types here

@@ -117,6 +117,19 @@ class Engine:
                 "RAG_MILVUS_URI=data/new.db), then delete the old db when you no longer need it."
             )
 
+    def prepare(self, db: Path, uri: str) -> None:
+        """Make ``db`` ready to open in this process: a path this engine accepts, its folder
+        made, and no other process holding it.
+
+        Raises:
+            LiteLockedError: another process has the db open.
+            LiteError: see :meth:`check_db`.
+        """
+        self.check_db(db, uri)
+        db.parent.mkdir(parents=True, exist_ok=True)
+        if self.locked_elsewhere(db):
+            raise LiteLockedError(in_use_message(uri))
+
 
 @cache
 def engine() -> Engine:
@@ -189,10 +202,7 @@ def serve(
             cannot be bound.
     """
     lite = engine()
-    lite.check_db(db, str(db))
-    db.parent.mkdir(parents=True, exist_ok=True)
-    if lite.locked_elsewhere(db):
-        raise LiteLockedError(in_use_message(str(db)))
+    lite.prepare(db, str(db))
     if lite.native:
         _serve_native(on_ready, stop, db, host, port or _free_port(host))
     else:

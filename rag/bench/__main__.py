@@ -40,14 +40,6 @@ def _machine() -> dict:
     }
 
 
-def _dense_index(store) -> str:
-    """The index the engine built on the collection's dense field (``FLAT``, ``IVF_FLAT``,
-    ``HNSW``)."""
-    from rag.store import DENSE_FIELD
-
-    return store.client.describe_index(store.collection, DENSE_FIELD).get("index_type", "")
-
-
 @app.command()
 def ingest(
     corpus: Annotated[Path, typer.Option(help="A BEIR corpus folder.")] = SCIFACT,
@@ -244,8 +236,10 @@ def recall(
     k: Annotated[int, typer.Option("-k", min=1, help="The cut-off.")] = 10,
     exact_collection: Annotated[
         str | None,
-        typer.Option(help="A FLAT collection of the same vectors in the same db, searched for "
-                     "the exact top k (fast at 1M rows) instead of reading every vector."),
+        typer.Option(
+            help="A FLAT collection of the same vectors in the same db, searched for "
+            "the exact top k (fast at 1M rows) instead of reading every vector."
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
@@ -275,7 +269,7 @@ def recall(
             twin.client.load_collection(exact_collection)
         vectors = retriever.embedder.encode_queries(texts).dense
         result = dense_recall(retriever.store, np.asarray(vectors, dtype=np.float32), k, twin)
-        index_type = _dense_index(retriever.store)
+        index_type = retriever.store.built_dense_index()
     except (StoreError, ValueError, APIError) as error:
         fail(error)
     finally:
@@ -352,7 +346,7 @@ def grown_eval(
         try:
             described = {"benchmark": "grown-eval", "dataset": beir.name, "split": split,
                          "db": settings.milvus_uri, "collection": name, "prefix": prefix,
-                         "index_type": _dense_index(retriever.store),
+                         "index_type": retriever.store.built_dense_index(),
                          "chunks": retriever.store.count_chunks(), "depth": depth}  # fmt: skip
             for mode in modes or [SearchMode.DENSE, SearchMode.HYBRID]:
                 scores = score_in_collection(retriever, queries, qrels, mode, prefix, depth,

@@ -88,7 +88,7 @@ def twin_kth_scores(exact: MilvusStore, queries: np.ndarray, k: int) -> np.ndarr
     Raises:
         ValueError: ``exact`` is not FLAT, or holds fewer than ``k`` vectors.
     """
-    built = exact.client.describe_index(exact.collection, DENSE_FIELD).get("index_type", "")
+    built = exact.built_dense_index()
     if built != "FLAT":
         raise ValueError(f"{exact.collection} has a {built} dense index; exact search needs FLAT")
     kth = []

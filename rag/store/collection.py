@@ -181,11 +181,15 @@ class MilvusStore:
             self.client, self.collection, profile.dim, self.dense_index, self.analyzer
         )
 
+    def built_dense_index(self) -> str:
+        """The index the engine built on the dense field: ``FLAT``, ``IVF_FLAT`` or ``HNSW``
+        (whatever this object was asked to create)."""
+        return self.client.describe_index(self.collection, DENSE_FIELD).get("index_type", "")
+
     def _load_and_warm_up(self) -> None:
         for name in (self.collection, self.files_collection):
             self.client.load_collection(name)
-        built = self.client.describe_index(self.collection, DENSE_FIELD).get("index_type", "")
-        _, search = DENSE_INDEXES.get(built, ({}, {}))
+        _, search = DENSE_INDEXES.get(self.built_dense_index(), ({}, {}))
         self.dense_search_params = {"metric_type": "IP", "params": search}
         assert self.profile is not None
         self.client.search(

@@ -50,6 +50,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from rag.store import FileRecord, MilvusStore, StoreError  # noqa: E402
+from rag.store.lite import engine  # noqa: E402
 
 DOCS = REPO.parent / "shared" / "data" / "milvus_docs" / "web-content_v2.6.x_en" / "site" / "en"
 FOLDERS = ("about", "embeddings", "rerankers")
@@ -179,11 +180,11 @@ def write_marks(db: Path) -> dict[Path, tuple[int, int]]:
 
 def remove_db(db: Path) -> None:
     """Delete a db (a 2.5 file or a 3.x folder) and its lock file, if they exist."""
+    engine().lock_file(db).unlink(missing_ok=True)
     if db.is_dir():
         shutil.rmtree(db)
     else:
         db.unlink(missing_ok=True)
-    db.with_name(f".{db.name}.lock").unlink(missing_ok=True)
 
 
 def copy_db(source: Path, target: Path) -> None:

@@ -116,7 +116,10 @@ def refit(store: MilvusStore, embedder: Embedder, reason: str) -> RefitReport | 
         ids = [chunk.chunk_id for chunk in chunks[start : start + REFIT_BATCH]]
         store.update_sparse(ids, sparse.encode_documents(texts[start : start + REFIT_BATCH]))
     store.flush()  # every row was rewritten: unflushed, Milvus Lite re-indexes them per search
+    # The recorded schema version stays: it says which fields the collection has.
     profile = CollectionProfile.of(embedder)
+    if store.profile is not None:
+        profile = replace(profile, schema_version=store.profile.schema_version)
     store.write_records(
         {PROFILE_KEY: json.dumps(asdict(profile))}
         | state_record(FitState(fitted_chunks=len(chunks)))

@@ -44,12 +44,13 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 
 from rag.chunking import Chunker, embedding_text
 from rag.embedders.base import Embedder, Embeddings
+from rag.language import detect
 from rag.loaders import LoadError, parse_document, read_file
 from rag.store import MAX_SOURCE_BYTES, FileRecord, FileSwitch, MilvusStore
 from rag.types import Chunk, Document
@@ -327,8 +328,8 @@ class Ingestor:
     def _pending(
         self, document: Document, version: str, size: int, mtime_ns: int, stored: FileRecord | None
     ) -> tuple[FileOutcome | None, _Pending | None]:
-        """Chunk a loaded document and find which of its chunks are new and which stored
-        chunks its new version lacks."""
+        """Chunk a loaded document and find which of its chunks are new (each with its
+        detected language) and which stored chunks its new version lacks."""
         source = document.source
         chunks = self.chunker.chunk(document, version)
         if not chunks:
@@ -348,7 +349,9 @@ class Ingestor:
             int(time.time()),
         )
         status = Status.ADDED if stored is None else Status.UPDATED
-        new_chunks = [c for c in chunks if c.chunk_id not in stored_ids]
+        new_chunks = [
+            replace(c, language=detect(c.text).code) for c in chunks if c.chunk_id not in stored_ids
+        ]
         return None, _Pending(record, status, new_chunks, stored_ids - new_ids)
 
     def _embed(self, batch: list[_Pending]) -> tuple[Embeddings | None, list[FileOutcome]]:

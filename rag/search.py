@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from rag.http import APIError
+from rag.language import Language, choose_lexical, detect
 from rag.rerankers import Reranker, RerankError, build_reranker
 from rag.retriever import Retriever
 from rag.settings import SearchMode, Settings
@@ -38,12 +39,16 @@ class SearchResult:
             not be embedded and full-text matches stand in.
         reranked: whether the reranker ordered the hits (``False`` without a reranker, or
             when it failed and the retrieved order stands).
-        notes: why the hits differ from what was asked (full-text fallback, reranker
-            failure), one sentence each, for the user to read.
+        notes: why the hits differ from what was asked (full-text fallback, lexical list
+            left out, reranker failure), one sentence each, for the user to read.
         retrieved: every retrieved hit in retrieved order, before reranking and before the
             cut to ``top_k`` (unmodified: ``rank`` is the retrieval rank).
         retrieve_seconds, rerank_seconds: wall-clock seconds of the retrieval (with the
             full-text fallback, both searches) and of the reranker call (0 without one).
+        language: the query's detected language (``rag.language.detect``).
+        lexical: whether a lexical list (sparse vectors or full-text BM25) ranked the hits:
+            false in dense mode, and in hybrid mode when the language rule left it out
+            (``rag.language.choose_lexical``; ``mode`` is then ``dense``, with a note).
     """
 
     hits: list[Hit]
@@ -53,6 +58,8 @@ class SearchResult:
     retrieved: list[Hit] = field(default_factory=list)
     retrieve_seconds: float = 0.0
     rerank_seconds: float = 0.0
+    language: Language = Language("", 0.0)
+    lexical: bool = False
 
 
 class Searcher:
@@ -126,7 +133,9 @@ class Searcher:
         ranks after the reranked ones) and keeps the ``top_k`` best. With ``fallback``, two
         faults leave a usable answer and a note: an embedding API that cannot embed the
         query (after its retries) gives Milvus full-text BM25 matches, which embed nothing;
-        a reranker that fails (``RerankError``) leaves the retrieved order.
+        a reranker that fails (``RerankError``) leaves the retrieved order. In ``hybrid``
+        mode, a query in a language the collection (almost) lacks is searched in ``dense``
+        mode, with a note (``rag.language.choose_lexical``).
 
         Raises:
             ValueError: empty query or invalid fusion parameters.
@@ -137,6 +146,12 @@ class Searcher:
         depth = max(top_k, self.rerank_candidates) if self.reranker else top_k
         notes = []
         started = time.perf_counter()
+        language = detect(query)
+        if mode is SearchMode.HYBRID:
+            choice = choose_lexical(language, self.retriever.store)
+            if not choice.lexical:
+                mode = SearchMode.DENSE
+                notes.append(choice.note)
         try:
             hits = self.retriever.search(query, top_k=depth, mode=mode, **options)
         except APIError as error:  # never raised in bm25 mode: it embeds nothing
@@ -147,7 +162,8 @@ class Searcher:
             )
             mode = SearchMode.BM25
             hits = self.retriever.search(query, top_k=depth, mode=mode, **options)
-        result = SearchResult(hits[:top_k], mode, False, notes, hits)
+        result = SearchResult(hits[:top_k], mode, False, notes, hits, language=language)
+        result.lexical = mode is not SearchMode.DENSE
         result.retrieve_seconds = time.perf_counter() - started
         if self.reranker is not None:
             head, tail = hits, []

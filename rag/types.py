@@ -50,6 +50,9 @@ class Chunk:
         page: 1-based page number, 0 when the format has no pages.
         text: the chunk's text (what is shown to the user).
         file_hash: sha256 hex of the source file's bytes when it was chunked.
+        language: the text's language code (``rag.language.detect``: ``en``, ``de``, ``zh``),
+            set at ingest; ``""`` when unknown (not detected yet, or read from a collection
+            of schema v2).
     """
 
     chunk_id: str
@@ -60,6 +63,7 @@ class Chunk:
     page: int
     text: str
     file_hash: str
+    language: str = ""
 
 
 @dataclass

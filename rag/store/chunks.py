@@ -8,7 +8,14 @@ from scipy import sparse
 
 from rag.chunking import embedding_text
 from rag.embedders.base import Embeddings
-from rag.store.schema import DENSE_FIELD, LEXICAL_FIELD, MAX_BYTES, SPARSE_FIELD, fit_bytes
+from rag.store.schema import (
+    DENSE_FIELD,
+    LANGUAGE_FIELD,
+    LEXICAL_FIELD,
+    MAX_BYTES,
+    SPARSE_FIELD,
+    fit_bytes,
+)
 from rag.types import Chunk
 
 
@@ -33,9 +40,12 @@ def sparse_to_milvus(matrix: sparse.csr_array) -> list[dict[int, float]]:
     return rows
 
 
-def chunk_rows(chunks: Sequence[Chunk], embeddings: Embeddings) -> list[dict]:
+def chunk_rows(
+    chunks: Sequence[Chunk], embeddings: Embeddings, *, language: bool = True
+) -> list[dict]:
     """The rows of ``chunks`` with their vectors (``embeddings`` row ``i`` is chunk ``i``'s),
-    text fields cut to the schema's byte limits and ``LEXICAL_FIELD`` the embedded text.
+    text fields cut to the schema's byte limits and ``LEXICAL_FIELD`` the embedded text;
+    with ``language`` (a collection of schema v3), ``LANGUAGE_FIELD`` the chunk's language.
 
     Raises:
         ValueError: ``chunks`` and ``embeddings`` differ in length.
@@ -43,7 +53,7 @@ def chunk_rows(chunks: Sequence[Chunk], embeddings: Embeddings) -> list[dict]:
     if len(chunks) != embeddings.dense.shape[0] or len(chunks) != embeddings.sparse.shape[0]:
         raise ValueError("chunks and embeddings must have the same number of rows")
     sparse_rows = sparse_to_milvus(embeddings.sparse)
-    return [
+    rows = [
         {
             "id": c.chunk_id,
             "text": fit_bytes(c.text, MAX_BYTES["text"]),
@@ -59,10 +69,14 @@ def chunk_rows(chunks: Sequence[Chunk], embeddings: Embeddings) -> list[dict]:
         }
         for i, c in enumerate(chunks)
     ]
+    if language:
+        for row, chunk in zip(rows, chunks, strict=True):
+            row[LANGUAGE_FIELD] = chunk.language
+    return rows
 
 
 def row_chunk(row: dict) -> Chunk:
-    """The chunk of a row read with ``CHUNK_FIELDS``."""
+    """The chunk of a row read with ``CHUNK_FIELDS`` (and ``LANGUAGE_FIELD``, if read)."""
     return Chunk(
         chunk_id=row["id"],
         source=row["source"],
@@ -72,4 +86,5 @@ def row_chunk(row: dict) -> Chunk:
         page=int(row["page"]),
         text=row["text"],
         file_hash=row["file_hash"],
+        language=row.get(LANGUAGE_FIELD, ""),
     )

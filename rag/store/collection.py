@@ -31,6 +31,7 @@ from rag.store.schema import (
     CHUNK_FIELDS,
     DENSE_FIELD,
     DENSE_INDEXES,
+    LANGUAGE_FIELD,
     LEXICAL_ANALYZERS,
     LEXICAL_FIELD,
     SPARSE_FIELD,
@@ -47,7 +48,9 @@ class MilvusStore:
     manifest (``<collection>__files``) and the journal of unfinished file switches
     (``<collection>__journal``, created on first use).
 
-    Use :meth:`open`; the constructor only stores its arguments.
+    Use :meth:`open`; the constructor only stores its arguments. After it, ``profile`` is the
+    recorded :class:`CollectionProfile` and ``languages`` whether the chunks record their
+    language (schema v3; a v2 collection does not, and is written and searched without).
 
     Args:
         client: a connected ``MilvusClient``.
@@ -91,6 +94,7 @@ class MilvusStore:
         self.analyzer = analyzer
         self.dense_search_params: dict = {"metric_type": "IP"}  # set from the index at open
         self.profile: CollectionProfile | None = None
+        self.languages = False  # whether chunks record their language (schema v3), set at open
         self.chunks_changed = 0  # chunk rows written or deleted through this object
 
     # ----------------------------------------------------------------- lifecycle
@@ -140,6 +144,8 @@ class MilvusStore:
                 # new, or a run was killed between the creations
                 manifest.create_manifest(store.client, collection)
             store.profile = recorded_profile(store.read_record(PROFILE_KEY), collection, uri)
+            fields = store.client.describe_collection(collection)["fields"]
+            store.languages = any(field["name"] == LANGUAGE_FIELD for field in fields)
             if profile is not None:
                 store.check_profile(profile)
             store._load_and_warm_up()
@@ -292,7 +298,7 @@ class MilvusStore:
         Raises:
             ValueError: ``chunks`` and ``embeddings`` differ in length.
         """
-        rows = chunk_rows(chunks, embeddings)
+        rows = chunk_rows(chunks, embeddings, language=self.languages)
         for start in range(0, len(rows), BATCH_ROWS):
             self.client.upsert(self.collection, rows[start : start + BATCH_ROWS])
         self.chunks_changed += len(rows)
@@ -315,6 +321,26 @@ class MilvusStore:
         """Which of ``chunk_ids`` are stored."""
         return {row["id"] for rows in self._rows_by_id(list(chunk_ids), ["id"]) for row in rows}
 
+    def chunks_at(self, source: str, indexes: Iterable[int]) -> list[Chunk]:
+        """The stored chunks of ``source`` at the chunk indexes ``indexes``, by index (an
+        index with no chunk is left out; during a file's switch an index can have two
+        chunks, one per ``file_hash``).
+
+        One query per ``BATCH_ROWS`` indexes, at the collection's own consistency like the
+        searches (Bounded on a server): chunks are read for hits the search just returned.
+        """
+        wanted = sorted({int(i) for i in indexes})
+        chunks = []
+        for start in range(0, len(wanted), BATCH_ROWS):
+            batch = ", ".join(map(str, wanted[start : start + BATCH_ROWS]))
+            rows = self.client.query(
+                self.collection,
+                filter=f"source == {quote(source)} and chunk_index in [{batch}]",
+                output_fields=CHUNK_FIELDS,
+            )
+            chunks.extend(row_chunk(row) for row in rows)
+        return sorted(chunks, key=lambda c: c.chunk_index)
+
     def _rows_by_id(self, chunk_ids: Sequence[str], fields: list[str]) -> Iterator[list[dict]]:
         """The stored rows of ``chunk_ids`` with ``fields``, one query per ``BATCH_ROWS`` ids."""
         for start in range(0, len(chunk_ids), BATCH_ROWS):
@@ -327,9 +353,25 @@ class MilvusStore:
         rows = self.client.query(collection, filter="", output_fields=["count(*)"], **STRONG)
         return int(rows[0]["count(*)"])
 
-    def count_chunks(self) -> int:
-        """Number of chunks in the collection."""
-        return self._count(self.collection)
+    def count_chunks(self, language: str | None = None) -> int:
+        """Number of chunks in the collection; with ``language``, of the chunks whose
+        language is that code (one indexed ``count(*)`` query).
+
+        Raises:
+            ValueError: ``language`` given for a collection that records no languages
+                (schema v2: :attr:`languages` is false).
+        """
+        if language is None:
+            return self._count(self.collection)
+        if not self.languages:
+            raise ValueError(f"collection {self.collection!r} records no chunk languages")
+        rows = self.client.query(
+            self.collection,
+            filter=f"{LANGUAGE_FIELD} == {quote(language)}",
+            output_fields=["count(*)"],
+            **STRONG,
+        )
+        return int(rows[0]["count(*)"])
 
     def _scan(self, fields: list[str]) -> Iterator[dict]:
         """Every row of the chunk collection with ``fields``, 1,000 rows per request."""
@@ -366,7 +408,10 @@ class MilvusStore:
         if len(chunk_ids) != matrix.shape[0]:
             raise ValueError("chunk_ids and matrix must have the same number of rows")
         vectors = dict(zip(chunk_ids, sparse_to_milvus(matrix), strict=True))
-        for rows in self._rows_by_id(chunk_ids, [*CHUNK_FIELDS, LEXICAL_FIELD, DENSE_FIELD]):
+        fields = [*CHUNK_FIELDS, LEXICAL_FIELD, DENSE_FIELD]
+        if self.languages:
+            fields.append(LANGUAGE_FIELD)
+        for rows in self._rows_by_id(chunk_ids, fields):
             for row in rows:
                 row[SPARSE_FIELD] = vectors[row["id"]]
             if rows:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 
 from rag.embedders.base import Embedder, fitted_sparse
 from rag.store.errors import ProfileMismatchError
-from rag.store.schema import SCHEMA_VERSION
+from rag.store.schema import READABLE_SCHEMA_VERSIONS, SCHEMA_VERSION
 
 PROFILE_KEY = "rag.profile"  # the meta record of the collection's CollectionProfile
 _WAY_OUT = (
@@ -27,7 +27,8 @@ class CollectionProfile:
         dim: dense vector dimension.
         vocab_size: sparse vector dimension (vocabulary size; for a fitted function the
             fitted vocabulary's, 0 before the first fit).
-        schema_version: version of the store's schema (``rag.store.schema``).
+        schema_version: version of the store's schema that made the collection
+            (``rag.store.schema``; ``READABLE_SCHEMA_VERSIONS`` are opened).
         sparse_params: fingerprint of the fitted sparse parameters (BM25) the sparse vectors
             were computed with; ``""`` for functions without any, and before the first fit.
     """
@@ -88,7 +89,7 @@ def recorded_profile(raw: str | None, collection: str, uri: str) -> CollectionPr
     try:
         record = json.loads(raw)
         version = record["schema_version"]
-        if version == SCHEMA_VERSION:
+        if version in READABLE_SCHEMA_VERSIONS:
             return CollectionProfile(**record)
     except (ValueError, TypeError, KeyError):
         raise ProfileMismatchError(
@@ -97,7 +98,8 @@ def recorded_profile(raw: str | None, collection: str, uri: str) -> CollectionPr
         ) from None
     raise ProfileMismatchError(
         f"collection {collection!r} at {uri} was built with schema v{version} of "
-        f"this tool, which reads schema v{SCHEMA_VERSION}: {_WAY_OUT}"
+        f"this tool, which reads schema {' and '.join(f'v{v}' for v in READABLE_SCHEMA_VERSIONS)}"
+        f": {_WAY_OUT}"
     )
 
 
@@ -108,13 +110,15 @@ def check_profile(
     ``collection`` at ``uri`` (profile ``recorded``).
 
     A fitted sparse function that has no parameters loaded yet (``wanted.sparse_params``
-    empty) is checked on its composition only: it will load the recorded parameters.
+    empty) is checked on its composition only: it will load the recorded parameters. The
+    schema versions are not compared: every readable version holds the same vectors.
 
     Raises:
         ProfileMismatchError: another composition, model, dimension or schema (the way
             out: the matching profile, another --collection, or --reset), or other fitted
             sparse parameters.
     """
+    recorded = replace(recorded, schema_version=wanted.schema_version)
     if recorded.composition() != wanted.composition():
         raise ProfileMismatchError(
             f"collection {collection!r} at {uri} was built with "

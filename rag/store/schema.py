@@ -12,11 +12,15 @@ from collections.abc import Callable
 from pymilvus import CollectionSchema, DataType, Function, FunctionType, MilvusClient
 
 # v2: BM25 reads `lexical_text` (title, heading path and chunk text), no longer `text` alone.
-SCHEMA_VERSION = 2
+# v3: each chunk's language (`language`). A v2 collection is still read and searched: its
+# chunks' languages are unknown (rag.language then keeps the lexical list).
+SCHEMA_VERSION = 3
+READABLE_SCHEMA_VERSIONS = (2, 3)
 DENSE_FIELD = "dense"
 SPARSE_FIELD = "sparse"
 LEXICAL_FIELD = "lexical_text"  # what BM25 reads: the embedded text (rag.chunking.embedding_text)
 BM25_FIELD = "bm25"  # filled by Milvus's BM25 function from LEXICAL_FIELD (its analyzer)
+LANGUAGE_FIELD = "language"  # the chunk text's language code (rag.language), "" when unknown
 # The analyzers of LEXICAL_FIELD (Milvus docs, "Analyzer Overview"; milvus-lite 3.x has these
 # two tokenizers): `standard` splits on spaces and punctuation and lowercases, which leaves a
 # run of Chinese characters one token; `jieba` segments Chinese words with its dictionary.
@@ -39,7 +43,7 @@ DENSE_INDEXES: dict[str, tuple[dict, dict]] = {
     "IVF_FLAT": ({"nlist": 1024}, {"nprobe": 32}),
 }
 PLACEHOLDER_VEC = [1.0, 0.0]  # the vector of rows in scalar tables (create_table)
-_SCALAR_INDEX_FIELDS = ("source", "file_hash")
+_SCALAR_INDEX_FIELDS = ("source", "file_hash", LANGUAGE_FIELD)
 # Reads of the store's own bookkeeping must see the writes before them. Milvus server
 # collections default to Bounded consistency (reads may miss writes of the last seconds);
 # searches keep that default, bookkeeping reads ask for Strong (Milvus docs, "Consistency").
@@ -61,7 +65,8 @@ def quote(value: str) -> str:
 def create_chunk_collection(
     client: MilvusClient, name: str, dim: int, dense_index: str, analyzer: str
 ) -> None:
-    """Create the chunk collection ``name``: the chunk fields, a ``dim``-dimensional dense
+    """Create the chunk collection ``name``: the chunk fields with ``LANGUAGE_FIELD``
+    (indexed, for counts per language), a ``dim``-dimensional dense
     vector indexed by ``dense_index`` (a key of ``DENSE_INDEXES``), the sparse vector, and
     Milvus's BM25 function over ``LEXICAL_FIELD`` with ``analyzer`` (a key of
     ``LEXICAL_ANALYZERS``)."""
@@ -83,6 +88,8 @@ def create_chunk_collection(
     schema.add_field("chunk_index", DataType.INT32)
     schema.add_field("page", DataType.INT32)
     schema.add_field("file_hash", DataType.VARCHAR, max_length=64)
+    # Milvus Lite 2.5 has neither nullable fields nor default values: every row writes it.
+    schema.add_field(LANGUAGE_FIELD, DataType.VARCHAR, max_length=16)
     schema.add_field(DENSE_FIELD, DataType.FLOAT_VECTOR, dim=dim)
     schema.add_field(SPARSE_FIELD, DataType.SPARSE_FLOAT_VECTOR)
     schema.add_field(BM25_FIELD, DataType.SPARSE_FLOAT_VECTOR)

@@ -1,0 +1,155 @@
+"""Language-aware fusion: chunk languages stored at ingest, the question's language detected,
+and the lexical list left out where the collection holds (almost) none of that language."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+from conftest import SHARED_DATA
+from pymilvus import CollectionSchema
+from pymilvus.milvus_client.index import IndexParams
+
+from ingest.pipeline import Ingestor
+from rag.chunking import Chunker
+from rag.language import MIN_CONFIDENCE, Language, choose_lexical, detect
+from rag.retriever import Retriever
+from rag.search import Searcher
+from rag.settings import SearchMode
+from rag.store import CollectionProfile, MilvusStore
+from rag.store.schema import LANGUAGE_FIELD, STRONG
+from rag.types import Document, Section
+
+XQUAD = SHARED_DATA / "multilingual" / "xquad_r"
+PARAGRAPHS = 6  # the first paragraphs of XQuAD-R, in English and in German (parallel)
+QUESTION = "56beb4343aeaaa14008c925b"  # how many points the Panthers' defense gave up
+
+
+def xquad_documents(lang: str) -> list[Document]:
+    """The first :data:`PARAGRAPHS` paragraphs of XQuAD-R in ``lang`` as documents."""
+    with (XQUAD / lang / "corpus.jsonl").open(encoding="utf-8") as lines:
+        rows = [json.loads(line) for _, line in zip(range(PARAGRAPHS), lines, strict=False)]
+    return [Document(row["_id"], row["title"], [Section(row["text"])]) for row in rows]
+
+
+def xquad_question(lang: str) -> str:
+    """The question :data:`QUESTION` in ``lang``."""
+    with (XQUAD / lang / "queries.jsonl").open(encoding="utf-8") as lines:
+        for line in lines:
+            row = json.loads(line)
+            if row["_id"] == f"{lang}-{QUESTION}":
+                return row["text"]
+    raise LookupError(QUESTION)
+
+
+def ingest(uri: str, embedder, settings, profile: CollectionProfile) -> None:
+    """English and German paragraphs into collection ``docs`` at ``uri`` (closed after)."""
+    store = MilvusStore.open(uri, "docs", profile)
+    try:
+        chunker = Chunker(embedder.tokenizer, settings.chunk_size, settings.chunk_overlap)
+        documents = xquad_documents("en") + xquad_documents("de")
+        report = Ingestor(store, embedder, chunker).run_documents(documents)
+        assert report.chunks_written >= 2 * PARAGRAPHS and not report.failed
+    finally:
+        store.close()
+
+
+@pytest.fixture(scope="module")
+def mixed_uri(tmp_path_factory, embedder, settings) -> str:
+    """A Milvus Lite db whose collection holds six English and six German paragraphs."""
+    uri = str(tmp_path_factory.mktemp("mixed") / "milvus.db")
+    ingest(uri, embedder, settings, CollectionProfile.of(embedder))
+    return uri
+
+
+@pytest.fixture
+def searcher(mixed_uri, embedder):
+    store = MilvusStore.open(mixed_uri, "docs", CollectionProfile.of(embedder))
+    yield Searcher(Retriever(store, embedder))
+    store.close()
+
+
+def test_detect_names_the_language_with_its_confidence():
+    german = detect("Wie erstelle ich einen Index für dünnbesetzte Vektoren?")
+    assert german.code == "de" and german.confidence > 0.9
+    assert german.describe() == f"German (de, {german.confidence:.2f})"
+    assert detect(xquad_question("zh")).code == "zh"
+    assert detect("Milvus 支援非 x86 架構嗎？").code == "zh"  # Traditional Chinese too
+    assert detect("  \n") == Language("", 0.0)
+    assert detect("HNSW").confidence < MIN_CONFIDENCE  # an identifier: no language to trust
+
+
+def test_each_chunk_stores_its_language(searcher):
+    store = searcher.retriever.store
+    assert store.languages
+    rows = store.client.query(
+        "docs", filter='id != ""', output_fields=["source", LANGUAGE_FIELD], **STRONG
+    )
+    assert {row["source"][:2] for row in rows} == {"en", "de"}
+    assert all(row[LANGUAGE_FIELD] == row["source"][:2] for row in rows)
+    assert store.count_chunks("de") + store.count_chunks("en") == store.count_chunks()
+    assert store.count_chunks("zh") == 0
+
+
+@pytest.mark.parametrize("lang", ["en", "de"])
+def test_a_question_in_a_language_of_the_collection_keeps_the_lexical_list(searcher, lang):
+    result = searcher.search(xquad_question(lang), top_k=5)
+    assert (result.language.code, result.mode, result.lexical) == (lang, SearchMode.HYBRID, True)
+    assert result.notes == []
+    assert any(hit.sparse_rank is not None for hit in result.hits)
+    assert result.hits[0].source == f"{lang}-a00p00"  # its own paragraph first
+
+
+def test_a_question_in_a_language_the_collection_lacks_is_searched_densely(searcher):
+    question = xquad_question("zh")
+    result = searcher.search(question, top_k=5)
+    assert (result.language.code, result.mode, result.lexical) == ("zh", SearchMode.DENSE, False)
+    assert result.notes == [
+        "lexical list left out: the question is Chinese (zh) and the collection holds no "
+        "Chinese chunks, so only the dense list ranks the hits"
+    ]
+    dense = searcher.search(question, top_k=5, mode=SearchMode.DENSE)
+    assert [h.chunk_id for h in result.hits] == [h.chunk_id for h in dense.hits]
+
+
+def test_a_low_confidence_language_or_an_asked_mode_keeps_what_was_asked(searcher):
+    store = searcher.retriever.store
+    unsure = choose_lexical(Language("zh", MIN_CONFIDENCE / 2), store)
+    assert (unsure.lexical, unsure.share, unsure.note) == (True, None, None)
+    sparse = searcher.search(xquad_question("zh"), top_k=5, mode=SearchMode.SPARSE)
+    assert (sparse.mode, sparse.lexical, sparse.notes) == (SearchMode.SPARSE, True, [])
+
+
+def test_a_collection_of_schema_v2_opens_and_searches_with_its_lexical_list(
+    tmp_path, embedder, settings, monkeypatch
+):
+    # What schema v2 made: the same collection without the language field, recorded as v2.
+    add_field, add_index = CollectionSchema.add_field, IndexParams.add_index
+    monkeypatch.setattr(
+        CollectionSchema,
+        "add_field",
+        lambda self, name, *args, **kwargs: (
+            self if name == LANGUAGE_FIELD else add_field(self, name, *args, **kwargs)
+        ),
+    )
+    monkeypatch.setattr(
+        IndexParams,
+        "add_index",
+        lambda self, name, *args, **kwargs: (
+            None if name == LANGUAGE_FIELD else add_index(self, name, *args, **kwargs)
+        ),
+    )
+    uri = str(tmp_path / "milvus.db")
+    ingest(uri, embedder, settings, replace(CollectionProfile.of(embedder), schema_version=2))
+    monkeypatch.undo()
+
+    store = MilvusStore.open(uri, "docs", CollectionProfile.of(embedder))
+    try:
+        assert store.profile.schema_version == 2 and not store.languages
+        result = Searcher(Retriever(store, embedder)).search(xquad_question("zh"), top_k=5)
+        assert (result.language.code, result.mode, result.lexical) == ("zh", "hybrid", True)
+        assert result.notes == [] and len(result.hits) == 5
+        assert {chunk.language for chunk in store.all_chunks()} == {""}
+    finally:
+        store.close()

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 import openai
 
 from rag.chunking import context_line
+from rag.context import ContextBuilder, Passage
 from rag.settings import Settings
 from rag.types import Hit
 
@@ -58,8 +59,10 @@ class Citation:
     """A passage that the answer cites as ``[number]``.
 
     Attributes:
-        number: the passage number in the prompt (the hit's 1-based rank).
-        chunk_id, source, title, heading, page: the cited hit's fields.
+        number: the passage number in the prompt.
+        chunk_id, source, title, heading, page: the fields of the passage's hit (the
+            best-ranked hit in it, :attr:`rag.context.Passage.hit`).
+        first_index, last_index: the chunk index range the passage spans (both included).
     """
 
     number: int
@@ -68,11 +71,17 @@ class Citation:
     title: str
     heading: str
     page: int
+    first_index: int = 0
+    last_index: int = 0
 
     @classmethod
-    def of(cls, number: int, hit: Hit) -> Citation:
-        """The citation of ``hit`` as passage ``number``."""
-        return cls(number, hit.chunk_id, hit.source, hit.title, hit.heading, hit.page)
+    def of(cls, number: int, passage: Passage | Hit) -> Citation:
+        """The citation of ``passage`` (or of a bare hit) as passage ``number``."""
+        if isinstance(passage, Hit):
+            passage = Passage.bare(passage)
+        hit = passage.hit
+        return cls(number, hit.chunk_id, hit.source, hit.title, hit.heading, hit.page,
+                   passage.first_index, passage.last_index)
 
 
 @dataclass
@@ -114,8 +123,9 @@ def passage_block(number: int, source: str, text: str) -> str:
     )
 
 
-def hit_source(hit: Hit) -> str:
-    """Where a hit comes from, for the prompt: title > heading (page N), or its path."""
+def hit_source(hit: Hit | Passage) -> str:
+    """Where a hit or passage comes from, for the prompt: title > heading (page N), or its
+    path."""
     where = context_line(hit.title, hit.heading) or hit.source
     return f"{where} (page {hit.page})" if hit.page else where
 
@@ -129,9 +139,10 @@ def user_message(question: str, passages: Sequence[tuple[str, str]]) -> str:
     )
 
 
-def build_messages(question: str, hits: Sequence[Hit]) -> list[dict[str, str]]:
-    """The chat messages: :data:`SYSTEM_PROMPT`, one constant worked example, then the hits
-    (passages numbered from 1 in the order of ``hits``) and the question."""
+def build_messages(question: str, hits: Sequence[Passage | Hit]) -> list[dict[str, str]]:
+    """The chat messages: :data:`SYSTEM_PROMPT`, one constant worked example, then the
+    passages (:class:`rag.context.Passage`, or bare hits) numbered from 1 in the order of
+    ``hits``, and the question."""
     return [
         {"role": "system", "content": SYSTEM_PROMPT},
         {"role": "user", "content": user_message(_EXAMPLE_QUESTION, _EXAMPLE_PASSAGES)},
@@ -155,9 +166,9 @@ def citation_spans(text: str, count: int) -> list[tuple[int, int, list[int]]]:
     return spans
 
 
-def extract_citations(text: str, hits: Sequence[Hit]) -> dict[int, Citation]:
-    """``number → Citation`` for every passage of ``hits`` (numbered from 1) that ``text``
-    cites, by number; brackets naming no passage are ignored."""
+def extract_citations(text: str, hits: Sequence[Passage | Hit]) -> dict[int, Citation]:
+    """``number → Citation`` for every passage of ``hits`` (passages or bare hits, numbered
+    from 1) that ``text`` cites, by number; brackets naming no passage are ignored."""
     numbers = sorted({n for _, _, ns in citation_spans(text, len(hits)) for n in ns})
     return {n: Citation.of(n, hits[n - 1]) for n in numbers}
 
@@ -307,34 +318,58 @@ def _server_message(error: openai.APIStatusError) -> str:
 class AnswerStream:
     """The streamed answer to a question: iterate for text deltas, then read :attr:`answer`.
 
-    Only the first ``passages`` hits are given to the LLM (numbered from 1); every hit is
-    kept in the answer. Iterating never raises: an LLM failure ends the stream and becomes
-    ``answer.error``; with no LLM or no hits it yields nothing. An answer that is only the
-    prompt's worked example, copied, is dropped with an error.
+    The first ``passages`` hits seed the passages given to the LLM (numbered from 1): with
+    a ``context`` builder each grows with its neighbouring chunks up to the builder's token
+    budget, and touching hits of one section share a passage (:mod:`rag.context`); without
+    one, each is a bare hit. Every hit is kept in the answer. Iterating never raises on
+    the LLM's behalf: an LLM failure ends the stream and becomes ``answer.error``; with no
+    LLM or no hits it yields nothing. An answer that is only the prompt's worked example,
+    copied, is dropped with an error.
 
     Attributes:
         question: the user's question.
         hits: the ranked hits.
         llm: the endpoint, or ``None`` when none is configured.
-        passages: how many of the best hits go into the prompt.
+        passages: how many of the best hits seed passages (``RAG_LLM_PASSAGES``).
+        context: builds the passages (``ContextBuilder``, ``RAG_CONTEXT_TOKENS``); ``None``:
+            the bare hits.
     """
 
     question: str
     hits: list[Hit]
     llm: LLM | None
     passages: int = 5
+    context: ContextBuilder | None = None
+    _prompt: list[Passage] | None = field(default=None, init=False, repr=False)
     _text: list[str] = field(default_factory=list, init=False, repr=False)
     _error: str | None = field(default=None, init=False, repr=False)
     _done: bool = field(default=False, init=False, repr=False)
 
     @property
+    def prompt_passages(self) -> list[Passage]:
+        """The passages given to the LLM, passage ``n`` being ``prompt_passages[n - 1]``
+        (built on first use).
+
+        Raises:
+            Whatever the context builder's chunk reads raise (``MilvusException``).
+        """
+        if self._prompt is None:
+            seeds = self.hits[: self.passages]
+            if self.context is None:
+                self._prompt = [Passage.bare(hit) for hit in seeds]
+            else:
+                self._prompt = self.context.build(seeds)
+        return self._prompt
+
+    @property
     def prompt_hits(self) -> list[Hit]:
-        """The hits given to the LLM, passage ``n`` being ``prompt_hits[n - 1]``."""
-        return self.hits[: self.passages]
+        """The hit of each passage given to the LLM: passage ``n`` cites
+        ``prompt_hits[n - 1]``."""
+        return [passage.hit for passage in self.prompt_passages]
 
     def messages(self) -> list[dict[str, str]]:
         """The chat messages sent to the LLM (see :func:`build_messages`)."""
-        return build_messages(self.question, self.prompt_hits)
+        return build_messages(self.question, self.prompt_passages)
 
     def __iter__(self) -> Iterator[str]:
         if self._done:
@@ -343,7 +378,7 @@ class AnswerStream:
         if self.llm is None:
             self._error = NO_LLM
             return
-        if not self.prompt_hits:
+        if not self.prompt_passages:
             self._error = NO_PASSAGES
             return
         try:
@@ -373,4 +408,6 @@ class AnswerStream:
     def answer(self) -> Answer:
         """The answer so far (complete once the stream is exhausted)."""
         text = "".join(self._text).strip()
-        return Answer(text, extract_citations(text, self.prompt_hits), self.hits, self._error)
+        return Answer(
+            text, extract_citations(text, self.prompt_passages), self.hits, self._error
+        )

@@ -213,7 +213,16 @@ class Settings(BaseSettings):
     )
     llm_max_tokens: int = Field(256, ge=1, description="Most tokens generated per answer.")
     llm_temperature: float = Field(0.0, ge=0, le=2)
-    llm_passages: int = Field(5, ge=1, description="Best hits given to the LLM as passages.")
+    llm_passages: int = Field(
+        5, ge=1, description="Best hits given to the LLM, each seeding one passage."
+    )
+    context_tokens: int = Field(
+        2000,
+        ge=0,
+        description="Tokens (the embedder's) of context for the LLM: the passages of the "
+        "best hits grow with their neighbouring chunks of the same section up to this "
+        "budget (rag.context); 0: the bare hits.",
+    )
 
     @field_validator("weights", mode="before")
     @classmethod

@@ -20,6 +20,7 @@ from rag.cli import err, fail, settings_or_exit, warn, weights_option
 from rag.embedders import PROFILES, UnknownProfileError
 from rag.embedders.registry import API_SETTINGS, LOCAL_SETTINGS, env_name, listing, resolve
 from rag.http import APIError
+from rag.language import Language
 from rag.llm_server import DEFAULT_MODEL as DEFAULT_LLM
 from rag.llm_server import serve as serve_llm_forever
 from rag.rerankers import RERANKERS, RerankError
@@ -101,12 +102,14 @@ def _hits_json(hits: list, reranked: bool) -> list[dict]:
     return [{k: asdict(h)[k] for k in fields} for h in hits]
 
 
-def _print_hits(console: Console, hits: list, terms: list[str]) -> None:
+def _print_hits(console: Console, hits: list, terms: list[str], language: Language) -> None:
     """Each hit's rank, score, source, context and the start of its text, with the query
-    ``terms`` the sparse search matched on in bold (listed first)."""
+    ``terms`` the sparse search matched on in bold (listed first, then the query's
+    detected ``language``)."""
     pattern = term_pattern(terms)
     if terms:
-        console.print(f"[dim]sparse-matched terms: {escape(', '.join(terms))}[/dim]\n")
+        console.print(f"[dim]sparse-matched terms: {escape(', '.join(terms))}[/dim]")
+    console.print(f"[dim]question language: {escape(language.describe())}[/dim]\n")
     for hit in hits:
         where = context_line(hit.title, hit.heading)
         page = f" (page {hit.page})" if hit.page else ""
@@ -161,7 +164,8 @@ def search(
     if as_json:
         print(json.dumps(_hits_json(result.hits, result.reranked), indent=2, ensure_ascii=False))
         return
-    _print_hits(Console(highlight=False), result.hits, searcher.matched_terms(query, result.mode))
+    terms = searcher.matched_terms(query, result.mode)
+    _print_hits(Console(highlight=False), result.hits, terms, result.language)
 
 
 @app.command()
@@ -241,7 +245,7 @@ def answer(
         page = f" (page {citation.page})" if citation.page else ""
         out.print(f"[bold]{escape(f'[{number}]')}[/bold] {escape(citation.source)}{page}")
     out.print()
-    _print_hits(out, result.hits, searcher.matched_terms(question, found.mode))
+    _print_hits(out, result.hits, searcher.matched_terms(question, found.mode), found.language)
 
 
 @app.command("serve-llm")

@@ -4,7 +4,12 @@ and the lexical list left out where the collection holds (almost) none of that l
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from conftest import SHARED_DATA
@@ -21,6 +26,7 @@ from rag.store import CollectionProfile, MilvusStore
 from rag.store.schema import LANGUAGE_FIELD, STRONG
 from rag.types import Document, Section
 
+REPO = Path(__file__).resolve().parents[1]
 XQUAD = SHARED_DATA / "multilingual" / "xquad_r"
 PARAGRAPHS = 6  # the first paragraphs of XQuAD-R, in English and in German (parallel)
 QUESTION = "56beb4343aeaaa14008c925b"  # how many points the Panthers' defense gave up
@@ -153,3 +159,16 @@ def test_a_collection_of_schema_v2_opens_and_searches_with_its_lexical_list(
         assert {chunk.language for chunk in store.all_chunks()} == {""}
     finally:
         store.close()
+
+
+def test_the_cli_shows_the_question_language_and_when_the_lexical_list_is_left_out(mixed_uri):
+    result = subprocess.run(
+        [sys.executable, "-m", "rag", "search", xquad_question("zh"), "--db", mixed_uri,
+         "--collection", "docs", "--top-k", "2"],
+        capture_output=True, text=True, cwd=REPO, timeout=300,
+        env=os.environ | {"RAG_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert re.match(r"question language: Chinese \(zh, 0\.\d\d\)$", result.stdout.splitlines()[0])
+    warning = " ".join(result.stderr.split())
+    assert "warning lexical list left out: the question is Chinese (zh)" in warning

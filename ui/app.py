@@ -115,6 +115,7 @@ class Turn:
     terms: list[str]
     notes: list[str]
     elapsed_ms: float
+    language: str  # the question's detected language (Language.describe)
 
 
 def search_options(settings: Settings) -> dict:
@@ -232,7 +233,8 @@ def show_details(index: int, turn: Turn) -> None:
         st.warning(literal(note))
     hits = turn.answer.hits
     cited = ", ".join(f"[{n}]" for n in turn.answer.citations) or "none"
-    st.caption(f"{len(hits)} passages · {turn.mode.value} search · {turn.elapsed_ms:.0f} ms · "
+    st.caption(f"{len(hits)} passages · {turn.mode.value} search · "
+               f"question language: {literal(turn.language)} · {turn.elapsed_ms:.0f} ms · "
                f"cited: {literal(cited)}")
     if not hits:
         st.info("No passage matches this question.")
@@ -299,7 +301,7 @@ def ask(retriever: Retriever, settings: Settings, question: str, options: dict,
             placeholder.empty()
         terms = searcher.matched_terms(question, result.mode)
         turn = Turn(question, answer, result.mode, len(stream.prompt_hits), terms, notes,
-                    elapsed_ms)
+                    elapsed_ms, result.language.describe())
         show_details(index, turn)
     return turn
 

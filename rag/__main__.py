@@ -43,6 +43,12 @@ def main() -> None:
 DbOption = Annotated[str | None, typer.Option(help="Milvus Lite db path or server URL.")]
 CollectionOption = Annotated[str | None, typer.Option(help="Collection name.")]
 TopKOption = Annotated[int | None, typer.Option("--top-k", help="Hits to return.")]
+PerSourceOption = Annotated[
+    int | None,
+    typer.Option(
+        "--per-source", min=0, help="Most chunks of one file among the hits (0: no cap)."
+    ),
+]
 ModeOption = Annotated[SearchMode | None, typer.Option(help="Fields to search.")]
 FusionOption = Annotated[Fusion | None, typer.Option(help="How hybrid lists are fused.")]
 RrfKOption = Annotated[int | None, typer.Option("--rrf-k", help="RRF constant k.")]
@@ -131,6 +137,7 @@ def search(
     db: DbOption = None,
     collection: CollectionOption = None,
     top_k: TopKOption = None,
+    per_source: PerSourceOption = None,
     mode: ModeOption = None,
     fusion: FusionOption = None,
     rrf_k: RrfKOption = None,
@@ -151,6 +158,7 @@ def search(
         db=db,
         collection=collection,
         top_k=top_k,
+        per_source=per_source,
         mode=mode,
         fusion=fusion,
         rrf_k=rrf_k,
@@ -174,6 +182,7 @@ def answer(
     db: DbOption = None,
     collection: CollectionOption = None,
     top_k: TopKOption = None,
+    per_source: PerSourceOption = None,
     mode: ModeOption = None,
     fusion: FusionOption = None,
     rrf_k: RrfKOption = None,
@@ -201,6 +210,7 @@ def answer(
         db=db,
         collection=collection,
         top_k=top_k,
+        per_source=per_source,
         mode=mode,
         fusion=fusion,
         rrf_k=rrf_k,

@@ -17,6 +17,11 @@ from rag.retriever import Retriever
 from rag.settings import SearchMode, Settings
 from rag.types import Hit
 
+# With a per-source cap, hits retrieved per hit wanted, and the factor by which the list
+# deepens while the cap leaves too few (a page of many matching chunks); Milvus's largest
+# topk is 16,384 (Milvus docs, "Limits").
+CAP_DEPTH = 4
+MAX_DEPTH = 16_384
 # Words too common to be worth showing as matches, though a sparse vector may weigh them.
 STOP_WORDS = frozenset(
     "a about an and are as at be but by can do does for from had has have how i if in into "
@@ -76,6 +81,8 @@ class Searcher:
         fallback: with ``False``, an embedding API or reranker failure raises instead of
             falling back to full-text matches or the retrieved order (for measurements,
             which a silent fallback would corrupt).
+        per_source: at most this many chunks of one source (file) among the hits
+            (``RAG_PER_SOURCE``; ``None`` or 0: no cap); see :func:`cap_per_source`.
 
     Example::
 
@@ -94,9 +101,13 @@ class Searcher:
         *,
         rerank_depth: int | None = None,
         fallback: bool = True,
+        per_source: int | None = None,
     ) -> None:
         if rerank_depth is not None and rerank_depth < 1:
             raise ValueError(f"rerank_depth must be >= 1 or None, got {rerank_depth}")
+        if per_source is not None and per_source < 0:
+            raise ValueError(f"per_source must be >= 0 or None, got {per_source}")
+        self.per_source = per_source or None
         self.retriever = retriever
         self.reranker = reranker
         self.rerank_candidates = rerank_candidates
@@ -119,7 +130,9 @@ class Searcher:
         except Exception:
             retriever.store.close()
             raise
-        return cls(retriever, reranker, settings.rerank_candidates)
+        return cls(
+            retriever, reranker, settings.rerank_candidates, per_source=settings.per_source
+        )
 
     def search(
         self, query: str, *, top_k: int = 10, mode: SearchMode = SearchMode.HYBRID, **options
@@ -130,7 +143,10 @@ class Searcher:
         ``Retriever.search`` in ``mode`` with ``options`` (``fusion``, ``rrf_k``,
         ``weights``, ``source_prefix``, ``stage_ranks``), then lets the reranker order them
         (the first ``rerank_depth`` of them, the rest following in retrieved order with
-        ranks after the reranked ones) and keeps the ``top_k`` best. With ``fallback``, two
+        ranks after the reranked ones) and keeps the ``top_k`` best. With ``per_source``,
+        a deeper list is retrieved and capped per source before reranking (see
+        :meth:`_retrieve`), so the reranker and the final hits see at most ``per_source``
+        chunks of one file. With ``fallback``, two
         faults leave a usable answer and a note: an embedding API that cannot embed the
         query (after its retries) gives Milvus full-text BM25 matches, which embed nothing;
         a reranker that fails (``RerankError``) leaves the retrieved order. In ``hybrid``
@@ -153,7 +169,7 @@ class Searcher:
                 mode = SearchMode.DENSE
                 notes.append(choice.note)
         try:
-            hits = self.retriever.search(query, top_k=depth, mode=mode, **options)
+            hits = self._retrieve(query, depth, mode, options)
         except APIError as error:  # never raised in bm25 mode: it embeds nothing
             if not self.fallback:
                 raise
@@ -161,7 +177,7 @@ class Searcher:
                 f"the query could not be embedded, so these are full-text matches: {error}"
             )
             mode = SearchMode.BM25
-            hits = self.retriever.search(query, top_k=depth, mode=mode, **options)
+            hits = self._retrieve(query, depth, mode, options)
         result = SearchResult(hits[:top_k], mode, False, notes, hits, language=language)
         result.lexical = mode is not SearchMode.DENSE
         result.retrieve_seconds = time.perf_counter() - started
@@ -181,6 +197,20 @@ class Searcher:
                 result.reranked = True
             result.rerank_seconds = time.perf_counter() - started
         return result
+
+    def _retrieve(self, query: str, depth: int, mode: SearchMode, options: dict) -> list[Hit]:
+        """``depth`` retrieved hits; with ``per_source``, capped per source from a list
+        :data:`CAP_DEPTH` times deeper (at least the retriever's ``candidates``), deepened
+        again while the cap leaves fewer than ``depth`` hits and Milvus has more to give."""
+        if not self.per_source:
+            return self.retriever.search(query, top_k=depth, mode=mode, **options)
+        deeper = max(depth * CAP_DEPTH, self.retriever.candidates)
+        while True:
+            hits = self.retriever.search(query, top_k=deeper, mode=mode, **options)
+            kept = cap_per_source(hits, self.per_source)
+            if len(kept) >= depth or len(hits) < deeper or deeper >= MAX_DEPTH:
+                return kept[:depth]
+            deeper = min(deeper * CAP_DEPTH, MAX_DEPTH)
 
     def matched_terms(self, query: str, mode: SearchMode) -> list[str]:
         """The words of ``query`` that its sparse search in ``mode`` matched on, to show:
@@ -204,6 +234,36 @@ class Searcher:
     def close(self) -> None:
         """Close the collection (the retriever's store)."""
         self.retriever.store.close()
+
+
+def cap_per_source(hits: Iterable[Hit], per_source: int) -> list[Hit]:
+    """The hits with at most ``per_source`` chunks of each source, in their order, ranked
+    again from 1 (``rank``); each keeps its stage ranks and its rank in the fused list before
+    the cap (``fused_rank``), so a page's third chunk leaves room for the next page.
+
+    Milvus's grouping search (``group_by_field``) is not used: the default convex fusion
+    fuses two lists in this process, and Milvus Lite 2.5.1 returns one chunk per group
+    whatever ``group_size`` asks. Collapsing a deeper fused list gives the same pages for
+    every fusion and engine.
+
+    Raises:
+        ValueError: ``per_source < 1``.
+    """
+    if per_source < 1:
+        raise ValueError(f"per_source must be >= 1, got {per_source}")
+    kept: list[Hit] = []
+    seen: dict[str, int] = {}
+    for hit in hits:
+        if seen.get(hit.source, 0) < per_source:
+            seen[hit.source] = seen.get(hit.source, 0) + 1
+            kept.append(
+                dataclasses.replace(
+                    hit,
+                    rank=len(kept) + 1,
+                    fused_rank=hit.fused_rank if hit.fused_rank is not None else hit.rank,
+                )
+            )
+    return kept
 
 
 def _follow(hits: list[Hit], after: int) -> list[Hit]:

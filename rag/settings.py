@@ -166,6 +166,12 @@ class Settings(BaseSettings):
 
     # Retrieval
     top_k: int = Field(10, ge=1)
+    per_source: int = Field(
+        2,
+        ge=0,
+        description="Most chunks of one source (file) among the hits; 0: no cap. Two keep "
+        "a page's second-best passage while the top 5 still shows at least three pages.",
+    )
     candidates: int = Field(50, ge=1, description="Hits each AnnSearchRequest returns.")
     sparse_query_terms: int = Field(
         DEFAULT_SPARSE_QUERY_TERMS,

@@ -150,6 +150,9 @@ def search_options(settings: Settings) -> dict:
     )
     options["top_k"] = sidebar.slider("Passages (top-k)", 1, max(50, settings.top_k),
                                       settings.top_k, key="top_k")
+    options["per_source"] = sidebar.number_input(
+        "Passages per file (0: no cap)", 0, value=settings.per_source, key="per_source",
+        help="Most passages of one file among the results.")
     options["source_prefix"] = sidebar.text_input(
         "Source prefix (optional)", key="source_prefix",
         help="Only search files whose path starts with this text.",
@@ -259,14 +262,16 @@ def retrieve(retriever: Retriever, settings: Settings, question: str,
     Raises:
         ValueError: empty query or invalid fusion parameters.
     """
-    search = {k: v for k, v in options.items() if k not in ("reranker", "use_llm")}
+    search = {k: v for k, v in options.items()
+              if k not in ("reranker", "use_llm", "per_source")}
     notes = []
     try:
         reranker = load_reranker(settings, options["reranker"])
     except (OSError, RerankError, ValueError) as error:
         reranker = None
         notes.append(f"reranker {options['reranker']} unavailable, retrieved order kept: {error}")
-    searcher = Searcher(retriever, reranker, settings.rerank_candidates)
+    searcher = Searcher(retriever, reranker, settings.rerank_candidates,
+                        per_source=options["per_source"])
     result = searcher.search(question, **search)
     return searcher, result, notes + result.notes
 

@@ -1,0 +1,110 @@
+"""Page-level results: at most N chunks of one source among the hits, stage ranks intact."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from rag.search import Searcher, cap_per_source
+from rag.settings import SearchMode
+from rag.types import Hit
+
+REPO = Path(__file__).resolve().parents[1]
+# On the ingested index pages, this question's best chunks crowd onto one page
+# (userGuide/schema/sparse_vector.md) when nothing limits chunks per source.
+CROWDED = "How do I create a sparse vector index?"
+
+
+def per_source(hits) -> Counter:
+    return Counter(hit.source for hit in hits)
+
+
+def test_without_a_cap_one_page_fills_the_top_five(retriever):
+    """The premise of the cap: uncapped, one page holds more than two of the top 5."""
+    hits = Searcher(retriever).search(CROWDED, top_k=5).hits
+    assert max(per_source(hits).values()) > 2
+
+
+@pytest.mark.parametrize("cap", [1, 2, 3])
+def test_the_cap_holds_and_fills_the_hits_with_other_pages(retriever, cap):
+    hits = Searcher(retriever, per_source=cap).search(CROWDED, top_k=10).hits
+    assert len(hits) == 10
+    assert max(per_source(hits).values()) <= cap
+    assert [hit.rank for hit in hits] == list(range(1, 11))
+
+
+def test_capped_hits_are_the_uncapped_list_less_each_pages_later_chunks(retriever):
+    """In dense mode scores do not depend on the list's depth, so the capped hits are
+    exactly the uncapped list with each page's third and later chunks taken out, each with
+    its score and its rank in that list (``fused_rank``, ``dense_rank``)."""
+    dense = SearchMode.DENSE
+    uncapped = Searcher(retriever).search(CROWDED, top_k=400, mode=dense).hits
+    capped = Searcher(retriever, per_source=2).search(CROWDED, top_k=10, mode=dense).hits
+    expected, seen = [], Counter()
+    for hit in uncapped:
+        if seen[hit.source] < 2:
+            seen[hit.source] += 1
+            expected.append(hit)
+    expected = expected[:10]
+    assert [h.chunk_id for h in capped] == [h.chunk_id for h in expected]
+    for hit, full in zip(capped, expected, strict=True):
+        assert (hit.fused_rank, hit.dense_rank) == (full.rank, full.rank)
+        assert hit.score == pytest.approx(full.score)
+    assert any(hit.fused_rank > hit.rank for hit in capped)  # the cap moved hits up
+
+
+def test_capped_hybrid_hits_keep_their_fused_order_and_stage_ranks(retriever):
+    hits = Searcher(retriever, per_source=1).search(CROWDED, top_k=10).hits
+    fused = [hit.fused_rank for hit in hits]
+    assert fused == sorted(fused) and len(set(fused)) == len(fused)
+    assert [hit.rank for hit in hits] == list(range(1, 11))
+    assert fused[-1] > 10  # ranks after the cap differ from ranks before it
+    assert all(hit.dense_rank or hit.sparse_rank for hit in hits)  # stage ranks kept
+
+
+def test_the_cap_holds_in_every_mode(retriever):
+    for mode in SearchMode:
+        hits = Searcher(retriever, per_source=1).search(CROWDED, top_k=5, mode=mode).hits
+        assert len(hits) == 5 and max(per_source(hits).values()) == 1, mode
+
+
+def test_zero_or_none_means_no_cap_and_a_negative_cap_is_refused(retriever):
+    assert Searcher(retriever, per_source=0).per_source is None
+    with pytest.raises(ValueError, match="per_source"):
+        Searcher(retriever, per_source=-1)
+    with pytest.raises(ValueError, match="per_source"):
+        cap_per_source([], 0)
+
+
+def test_cap_per_source_keeps_the_first_chunks_of_each_source_in_order():
+    hits = [Hit(rank=i, score=1 / i, chunk_id=str(i), source=s, title="", heading="", page=0,
+                text="", chunk_index=i, fused_rank=i)
+            for i, s in enumerate("aabacbd", 1)]
+    kept = cap_per_source(hits, 2)
+    assert [(h.chunk_id, h.source, h.rank, h.fused_rank) for h in kept] == [
+        ("1", "a", 1, 1), ("2", "a", 2, 2), ("3", "b", 3, 3), ("5", "c", 4, 5),
+        ("6", "b", 5, 6), ("7", "d", 6, 7),
+    ]
+    assert hits[4].rank == 5  # the input hits are not changed
+
+
+def test_cli_per_source_option_and_setting(ingested):
+    uri, collection, _ = ingested
+    command = [sys.executable, "-m", "rag", "search", CROWDED, "--db", uri,
+               "--collection", collection, "--top-k", "5", "--json"]
+
+    def most_per_page(*options, **env) -> int:
+        run = subprocess.run([*command, *options], capture_output=True, text=True, cwd=REPO,
+                             env={**os.environ, **env}, timeout=300)
+        assert run.returncode == 0, run.stderr
+        return max(Counter(hit["source"] for hit in json.loads(run.stdout)).values())
+
+    assert most_per_page() == 2  # the default, RAG_PER_SOURCE=2
+    assert most_per_page("--per-source", "1") == 1
+    assert most_per_page(RAG_PER_SOURCE="0") > 2

@@ -82,6 +82,8 @@ def test_detect_names_the_language_with_its_confidence():
     assert german.describe() == f"German (de, {german.confidence:.2f})"
     assert detect(xquad_question("zh")).code == "zh"
     assert detect("Milvus 支援非 x86 架構嗎？").code == "zh"  # Traditional Chinese too
+    assert detect("狭叶艾纳香是何时被发表的？") == Language("zh", 1.0)  # fastText: Italian
+    assert detect("インデックスを作成するには？").code == "ja"  # kana: Japanese
     assert detect("  \n") == Language("", 0.0)
     assert detect("HNSW").confidence < MIN_CONFIDENCE  # an identifier: no language to trust
 

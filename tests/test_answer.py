@@ -283,12 +283,14 @@ def test_local_llm_answers_with_a_citation_of_a_returned_hit(ingested, local_llm
     data = json.loads(done.stdout)
     assert data["error"] is None and data["answer"]
     assert len(data["citations"]) >= 1, data["answer"]
-    by_rank = {h["rank"]: h for h in data["hits"]}
+    by_id = {h["chunk_id"]: h for h in data["hits"]}
     for number, citation in data["citations"].items():
-        cited = by_rank[int(number)]  # a returned hit …
-        assert int(number) <= 3  # … among the passages the LLM was given
-        assert (citation["chunk_id"], citation["source"], citation["page"]) == (
-            cited["chunk_id"], cited["source"], cited["page"])
+        assert int(number) <= 3  # one of the passages the LLM was given …
+        cited = by_id[citation["chunk_id"]]  # … named by its seeding hit, a returned one …
+        assert cited["rank"] <= 3 and (citation["source"], citation["page"]) == (
+            cited["source"], cited["page"])
+        # … whose passage spans its chunk and maybe neighbours (RAG_CONTEXT_TOKENS)
+        assert citation["first_index"] <= citation["last_index"]
 
 
 @pytest.mark.slow

@@ -17,6 +17,7 @@ from rag import db_server
 from rag.answer import LLM, AnswerStream
 from rag.chunking import context_line
 from rag.cli import err, fail, settings_or_exit, warn, weights_option
+from rag.context import ContextBuilder
 from rag.embedders import PROFILES, UnknownProfileError
 from rag.embedders.registry import API_SETTINGS, LOCAL_SETTINGS, env_name, listing, resolve
 from rag.http import APIError
@@ -76,12 +77,13 @@ def _settings(**overrides) -> Settings:
 
 
 def _search(
-    settings: Settings, query: str, source_prefix: str | None
+    settings: Settings, query: str, source_prefix: str | None, *, keep_open: bool = False
 ) -> tuple[SearchResult, Searcher]:
     """The settings' :class:`~rag.search.Searcher` answer to ``query``, its notes (full-text
     fallback, reranker failure) printed as warnings on stderr; a store problem, or a
     reranker or embedder that cannot be built, exits with code 2. Returns the result and
-    the searcher, whose collection is closed (its embedder still encodes)."""
+    the searcher, whose collection is closed (its embedder still encodes) unless
+    ``keep_open``."""
     try:
         searcher = Searcher.from_settings(settings)
         try:
@@ -95,7 +97,8 @@ def _search(
                 source_prefix=source_prefix,
             )
         finally:
-            searcher.close()
+            if not keep_open:
+                searcher.close()
     except (StoreError, ValueError, RerankError, OSError, APIError) as error:
         fail(error)
     for note in result.notes:
@@ -222,8 +225,15 @@ def answer(
         llm_base_url=llm_url,
         llm_model=llm_model,
     )
-    found, searcher = _search(settings, question, source_prefix)
-    stream = AnswerStream(question, found.hits, LLM.from_settings(settings), settings.llm_passages)
+    found, searcher = _search(settings, question, source_prefix, keep_open=True)
+    context = ContextBuilder.of(searcher.retriever, settings.context_tokens)
+    stream = AnswerStream(
+        question, found.hits, LLM.from_settings(settings), settings.llm_passages, context
+    )
+    try:  # the neighbours are read now: the collection is closed while the LLM runs
+        _ = stream.prompt_passages
+    finally:
+        searcher.close()
     if as_json:
         result = stream.complete()
         print(

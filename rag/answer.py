@@ -80,8 +80,16 @@ class Citation:
         if isinstance(passage, Hit):
             passage = Passage.bare(passage)
         hit = passage.hit
-        return cls(number, hit.chunk_id, hit.source, hit.title, hit.heading, hit.page,
-                   passage.first_index, passage.last_index)
+        return cls(
+            number,
+            hit.chunk_id,
+            hit.source,
+            hit.title,
+            hit.heading,
+            hit.page,
+            passage.first_index,
+            passage.last_index,
+        )
 
 
 @dataclass
@@ -408,6 +416,4 @@ class AnswerStream:
     def answer(self) -> Answer:
         """The answer so far (complete once the stream is exhausted)."""
         text = "".join(self._text).strip()
-        return Answer(
-            text, extract_citations(text, self.prompt_passages), self.hits, self._error
-        )
+        return Answer(text, extract_citations(text, self.prompt_passages), self.hits, self._error)

@@ -52,8 +52,18 @@ class Passage:
     @classmethod
     def bare(cls, hit: Hit, text: str | None = None, tokens: int = 0) -> Passage:
         """``hit`` alone as a passage (its own text, or ``text``: a cut of it)."""
-        return cls(hit, (hit,), hit.source, hit.title, hit.heading, hit.page,
-                   hit.chunk_index, hit.chunk_index, hit.text if text is None else text, tokens)
+        return cls(
+            hit,
+            (hit,),
+            hit.source,
+            hit.title,
+            hit.heading,
+            hit.page,
+            hit.chunk_index,
+            hit.chunk_index,
+            hit.text if text is None else text,
+            tokens,
+        )
 
     @property
     def chunks(self) -> int:
@@ -209,8 +219,18 @@ class _Grown:
 
     def passage(self) -> Passage:
         hit = self.hit
-        return Passage(hit, tuple(self.hits), hit.source, hit.title, hit.heading, hit.page,
-                       self.first, self.last, self.text, self.tokens)
+        return Passage(
+            hit,
+            tuple(self.hits),
+            hit.source,
+            hit.title,
+            hit.heading,
+            hit.page,
+            self.first,
+            self.last,
+            self.text,
+            self.tokens,
+        )
 
 
 class _Cache:
@@ -278,9 +298,7 @@ class _Context:
     def _around(self, hits: Sequence[Hit], window: int) -> dict[str, set[int]]:
         wanted: dict[str, set[int]] = defaultdict(set)
         for hit in hits:
-            wanted[hit.source].update(
-                range(hit.chunk_index - window, hit.chunk_index + window + 1)
-            )
+            wanted[hit.source].update(range(hit.chunk_index - window, hit.chunk_index + window + 1))
         return wanted
 
     def _add_hit(self, hit: Hit) -> bool:
@@ -319,8 +337,7 @@ class _Context:
 
     @staticmethod
     def _new(hit: Hit, version: str | None, text: str, tokens: int) -> _Grown:
-        return _Grown([hit], version, hit.chunk_index, hit.chunk_index, text, text, text,
-                      tokens)
+        return _Grown([hit], version, hit.chunk_index, hit.chunk_index, text, text, text, tokens)
 
     # ------------------------------------------------------------- growth
     def _grow(self, grown: _Grown, side: int, chunk_text: str) -> bool:
@@ -392,8 +409,14 @@ class _Context:
         if not self.cache.known(source, index):
             self._fetch_more()
         other = next(
-            (o for o in self.passages if o is not grown and o.section() == grown.section()
-             and o.version == grown.version and o.first <= index <= o.last),
+            (
+                o
+                for o in self.passages
+                if o is not grown
+                and o.section() == grown.section()
+                and o.version == grown.version
+                and o.first <= index <= o.last
+            ),
             None,
         )
         if other is not None:

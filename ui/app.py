@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from pymilvus import MilvusException
 
 from rag.answer import LLM, Answer, AnswerStream, citation_spans, public_url
+from rag.context import ContextBuilder
 from rag.embedders import UnknownProfileError
 from rag.http import APIError
 from rag.rerankers import RERANKERS, Reranker, RerankError, build_reranker
@@ -73,13 +74,16 @@ def anchor(turn: int, number: int) -> str:
     return f"t{turn}-passage-{number}"
 
 
-def answer_markdown(text: str, passages: int, turn: int) -> str:
-    """The answer as literal Markdown whose citations of the ``passages`` passages are links
-    to them (``[1]`` → ``#t0-passage-1``); a bracket naming no passage stays text."""
+def answer_markdown(text: str, ranks: list[int], turn: int) -> str:
+    """The answer as literal Markdown whose citations of the prompt's passages are links to
+    the hit each one names (``ranks[n - 1]``: ``[1]`` → ``#t0-passage-1`` when passage 1 is
+    hit 1); a bracket naming no passage stays text."""
     parts, position = [], 0
-    for start, end, numbers in citation_spans(text, passages):
+    for start, end, numbers in citation_spans(text, len(ranks)):
         parts.append(inline_literal(text[position:start]))
-        parts.append(" ".join(f"[\\[{n}\\]](#{anchor(turn, n)})" for n in numbers))
+        parts.append(
+            " ".join(f"[\\[{n}\\]](#{anchor(turn, ranks[n - 1])})" for n in numbers)
+        )
         position = end
     parts.append(inline_literal(text[position:]))
     return "".join(parts)
@@ -111,7 +115,7 @@ class Turn:
     question: str
     answer: Answer
     mode: SearchMode
-    passages: int
+    passages: list[int]  # the hit rank of each passage given to the LLM
     terms: list[str]
     notes: list[str]
     elapsed_ms: float
@@ -293,19 +297,21 @@ def ask(retriever: Retriever, settings: Settings, question: str, options: dict,
             return None
         elapsed_ms = (time.perf_counter() - started) * 1000
         llm = LLM.from_settings(settings) if options["use_llm"] else None
-        stream = AnswerStream(question, result.hits, llm, settings.llm_passages)
+        context = ContextBuilder.of(retriever, settings.context_tokens)
+        stream = AnswerStream(question, result.hits, llm, settings.llm_passages, context)
         placeholder = st.empty()
         with placeholder.container():
             st.write_stream(escaped(iter(stream)))
         answer = stream.answer
         if llm is None and settings.llm_base_url:
             answer.error = "answer generation is switched off in the sidebar"
+        ranks = [hit.rank for hit in stream.prompt_hits]
         if answer.text:
-            placeholder.markdown(answer_markdown(answer.text, len(stream.prompt_hits), index))
+            placeholder.markdown(answer_markdown(answer.text, ranks, index))
         else:
             placeholder.empty()
         terms = searcher.matched_terms(question, result.mode)
-        turn = Turn(question, answer, result.mode, len(stream.prompt_hits), terms, notes,
+        turn = Turn(question, answer, result.mode, ranks, terms, notes,
                     elapsed_ms, result.language.describe())
         show_details(index, turn)
     return turn

@@ -12,7 +12,9 @@ from conftest import MILVUS_DOCS_EN, ingest_folder
 from rag.answer import AnswerStream, build_messages, extract_citations
 from rag.chunking import HEADING_SEPARATOR
 from rag.context import ContextBuilder, Passage, build_passages, join_chunks, overlap_length
+from rag.eval.context_recall import context_recall, ranked
 from rag.loaders import load_document
+from rag.search import cap_per_source
 from rag.store import CollectionProfile, MilvusStore
 from rag.types import Chunk, Hit
 
@@ -263,3 +265,29 @@ def test_the_prompt_holds_the_expanded_passages_and_citations_name_their_hits(
                                                                  embedder.tokenizer, 0))):
         assert [p.text for p in bare.prompt_passages] == [h.text for h in hits[:3]]
         assert bare.messages() == build_messages("q", hits[:3])
+
+
+# ---------------------------------------------------------------- context recall (rag.eval)
+def test_context_recall_counts_a_relevant_source_in_the_context(store, embedder, sections):
+    (page, _), long_section = next(iter(sections.items()))
+    other = next(c for (source, _), cs in sections.items() if source != page for c in cs)
+    crowd = [hit(c, rank) for rank, c in enumerate(long_section[:6], 1)]
+    # q1: six chunks of the page, then the other page (7th); q2: no hits; q3: other page first
+    final = {"q1": [*crowd, hit(other, 7)], "q2": [], "q3": [hit(other, 1), *crowd[1:]]}
+    qrels = {"q1": {other.source: 1}, "q2": {other.source: 1}, "q3": {page: 1, "x": 0}}
+    six = sum(tokens(embedder, h.text) for h in crowd)
+
+    rows = context_recall(final, qrels, store.chunks_at, embedder.tokenizer,
+                          [six + 400, 100_000], seeds=2,
+                          hit_lists={"top-k": ranked, "capped": lambda h: cap_per_source(h, 1)})
+
+    by = {(r.hits, r.budget): (r.plain, r.expanded) for r in rows}
+    assert [r.label for r in rows] == ["context-recall@" + str(six + 400),
+                                       "context-recall@100000"] * 2
+    # top-k: q1's other page is the 7th hit, in the plain context; q3's page is a seed's
+    assert by[("top-k", six + 400)] == (2 / 3, 1 / 3)
+    assert by[("top-k", 100_000)] == (2 / 3, 1 / 3)
+    # one chunk per page: q1's other page becomes the second hit, a seed
+    assert by[("capped", six + 400)] == (2 / 3, 2 / 3)
+    with pytest.raises(ValueError):
+        context_recall(final, qrels, store.chunks_at, embedder.tokenizer, [0])

@@ -269,6 +269,29 @@ def test_rerank_rows_rerank_the_same_candidates(tmp_path):
     assert again[1]["mrr@10"] == again[0]["mrr@10"]
 
 
+@pytest.mark.slow
+def test_context_recall_rows_per_budget_and_hit_list(tmp_path):
+    dataset = _half_of_xquad_en(tmp_path / "xquad_r_en_half")
+    rows = _eval_cli(str(dataset), "--split", "test", "--limit-queries", "10", "--db",
+                     str(tmp_path / "eval.db"), "--mode", "hybrid-convex", "--context-budget",
+                     "2000", "--context-budget", "150", "--context-seeds", "3")
+    assert [row["mode"] for row in rows] == ["hybrid-convex"] * 5
+    scores, *context = rows
+    assert "row" not in scores and REQUIRED_KEYS <= set(scores)
+    assert [(r["row"], r["hits"]) for r in context] == [
+        ("context-recall@150", "top-k"), ("context-recall@2000", "top-k"),
+        ("context-recall@150", "per-source-2"), ("context-recall@2000", "per-source-2"),
+    ]  # fmt: skip
+    for row in context:
+        assert row["seeds"] == 3 and row["n_queries"] == 10
+        # expansion adds neighbours of its seeds, never another document
+        assert 0.0 <= row["expanded"] <= row["plain"] <= 1.0
+    low, high = context[:2]
+    # a paragraph (one or two chunks) is the document: 2,000 tokens hold the first ten
+    assert high["plain"] >= scores["recall@10"] >= low["plain"]
+    assert high["plain"] >= 0.85
+
+
 def test_a_judged_query_without_text_finds_nothing_and_counts_zero(ingested, embedder):
     """CMRC2018's trial split judges two queries whose text is empty: they score 0 instead of
     stopping the run."""

@@ -22,6 +22,7 @@ from rag.cli import ProgressBars, err, fail, settings_or_exit, weights_option
 from rag.embedders import Composition, UnknownProfileError, build_embedder
 from rag.embedders.registry import composition, resolve
 from rag.eval.beir import BeirDataset, DatasetError, Qrels
+from rag.eval.context_recall import ContextRecall, HitList, context_recall, ranked
 from rag.eval.metrics import METRIC_NAMES
 from rag.eval.runner import (
     DEFAULT_TOP_K,
@@ -34,6 +35,7 @@ from rag.eval.runner import (
 from rag.http import APIError
 from rag.rerankers import RERANKERS, RerankError, UnknownRerankerError, build_reranker
 from rag.retriever import Retriever
+from rag.search import cap_per_source
 from rag.settings import PROJECT_ROOT, Settings
 from rag.store import CollectionProfile, MilvusStore, StoreError
 
@@ -43,6 +45,7 @@ app = typer.Typer(add_completion=False, help=__doc__)
 
 
 EVAL_BATCH_CHUNKS = 512  # chunks per embedding batch (a corpus is ingested in one run)
+CONTEXT_HITS = 100  # hits kept per query for context recall (4,000 tokens hold about 25)
 
 
 @app.command()
@@ -105,10 +108,31 @@ def main(
         int | None,
         typer.Option(min=1, help="Chunks reranked per query (default RAG_RERANK_CANDIDATES)."),
     ] = None,
+    context_budget: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--context-budget",
+            min=1,
+            help="Also report context recall at this many tokens (repeatable): "
+            "'context-recall@N' rows per mode.",
+        ),
+    ] = None,
+    context_seeds: Annotated[
+        int | None,
+        typer.Option(
+            "--context-seeds",
+            min=1,
+            help="Hits that seed the expanded context (default RAG_LLM_PASSAGES).",
+        ),
+    ] = None,
 ) -> None:
     """Ingest the corpus (once per corpus × profile × chunking), run every judged query in
     each mode and report nDCG@10, Recall@10, Recall@100 and MRR@10, for each profile. With
     --rerank, each mode's retrieved chunks are also reranked and scored as 'MODE+rerank'.
+    With --context-budget N, each mode also gets 'context-recall@N' rows: the share of
+    queries whose relevant document has a chunk in the LLM's context of N tokens, for the
+    plain top-k and with neighbour expansion, from the ranked hits and from the hits capped
+    at RAG_PER_SOURCE per document.
 
     Exit code 2 when the dataset, a profile or the store cannot be used.
     """
@@ -125,6 +149,7 @@ def main(
         "reranker": rerank,
         "reranker_model": reranker_model,
         "rerank_candidates": rerank_depth,
+        "llm_passages": context_seeds,
     }
     settings = settings_or_exit(**overrides)
     modes = list(dict.fromkeys(mode or list(EvalMode)))
@@ -138,17 +163,28 @@ def main(
     if not queries:
         fail(f"no judged queries in {dataset.name} {split}")
 
+    budgets = sorted(set(context_budget or []))
     results = []
     for chosen in dict.fromkeys(compositions):
         rows = _evaluate(
-            settings, chosen, dataset, queries, qrels, modes, db or str(DEFAULT_EVAL_DB), top_k
+            settings,
+            chosen,
+            dataset,
+            queries,
+            qrels,
+            modes,
+            db or str(DEFAULT_EVAL_DB),
+            top_k,
+            budgets,
         )
         for row in rows:
             if as_json:
                 print(json.dumps(row), flush=True)
         results.extend(rows)
     if not as_json:
-        _print_table(results)
+        _print_table([row for row in results if "row" not in row])
+        if budgets:
+            _print_context_table([row for row in results if "row" in row])
 
 
 def _evaluate(
@@ -160,8 +196,10 @@ def _evaluate(
     modes: list[EvalMode],
     uri: str,
     top_k: int,
+    budgets: list[int],
 ) -> list[dict]:
-    """Ingest the corpus for one profile (reusing its collection) and score every mode."""
+    """Ingest the corpus for one profile (reusing its collection) and score every mode
+    (with ``budgets``, also its context recall at each)."""
     try:
         with err.status(f"loading embedder profile {chosen.name}…"):
             embedder = build_embedder(settings, chosen)
@@ -248,6 +286,7 @@ def _evaluate(
                     reranker=reranker,
                     rerank_depth=settings.rerank_candidates,
                     on_query=lambda task=task: progress.advance(task),
+                    keep_hits=CONTEXT_HITS if budgets else 0,
                 )
             except RerankError as error:
                 fail(f"reranker: {error}")
@@ -282,8 +321,48 @@ def _evaluate(
                 }
                 for result in results
             )
+            for result in results if budgets else []:
+                recall = context_recall(
+                    result.hits,
+                    qrels,
+                    store.chunks_at,
+                    embedder.tokenizer,
+                    budgets,
+                    seeds=settings.llm_passages,
+                    hit_lists=_hit_lists(settings),
+                )
+                rows.extend(_context_row(dataset, embedder, result.mode, name, r) for r in recall)
     store.close()
     return rows
+
+
+def _hit_lists(settings: Settings) -> dict[str, HitList]:
+    """The hit lists context recall is measured on: the ranked hits, and with
+    ``RAG_PER_SOURCE`` N > 0 the hits capped at N chunks per document (page-level results)."""
+    lists: dict[str, HitList] = {"top-k": ranked}
+    if settings.per_source:
+        cap = settings.per_source
+        lists[f"per-source-{cap}"] = lambda hits: cap_per_source(hits, cap)
+    return lists
+
+
+def _context_row(
+    dataset: BeirDataset, embedder, mode: str, collection: str, recall: ContextRecall
+) -> dict:
+    return {
+        "dataset": dataset.name,
+        "split": dataset.split,
+        "mode": mode,
+        "profile": embedder.profile,
+        "row": recall.label,
+        "hits": recall.hits,
+        "budget": recall.budget,
+        "plain": round(recall.plain, 4),
+        "expanded": round(recall.expanded, 4),
+        "seeds": recall.seeds,
+        "n_queries": recall.n_queries,
+        "collection": collection,
+    }
 
 
 def _rate(report: IngestReport) -> float:
@@ -304,6 +383,24 @@ def _print_table(rows: list[dict]) -> None:
             *(row[label] for label in labels),
             *(f"{row[k]:.4f}" for k in METRIC_NAMES),
             f"{row['seconds']:.1f}",
+        )
+    Console(file=sys.stdout).print(table)
+
+
+def _print_context_table(rows: list[dict]) -> None:
+    first = rows[0]
+    title = (
+        f"context recall, {first['dataset']} ({first['split']}, {first['n_queries']} queries; "
+        f"expanded: {first['seeds']} hits and their neighbours)"
+    )
+    table = Table(title=title)
+    profiles = len({row["profile"] for row in rows}) > 1
+    labels = ("profile", "mode", "row", "hits") if profiles else ("mode", "row", "hits")
+    for column in (*labels, "plain", "expanded"):
+        table.add_column(column, justify="left" if column in labels else "right")
+    for row in rows:
+        table.add_row(
+            *(row[label] for label in labels), f"{row['plain']:.4f}", f"{row['expanded']:.4f}"
         )
     Console(file=sys.stdout).print(table)
 

@@ -18,7 +18,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 
 import numpy as np
@@ -33,6 +33,7 @@ from rag.retriever import Retriever
 from rag.search import Searcher
 from rag.settings import Fusion, SearchMode, Settings
 from rag.store import CollectionProfile
+from rag.types import Hit
 
 # Version of how a corpus is turned into chunks here; part of the collection name, so a
 # change of the recipe never reuses a collection built by the old one.
@@ -163,6 +164,8 @@ class ModeResult:
     Attributes:
         mode: the row's label: an :class:`EvalMode` value, with ``+rerank`` appended for the
             reranked ranking of that mode.
+        hits: query id → its first chunk hits in this ranking (``run_mode(keep_hits=N)``;
+            empty by default), for context recall.
     """
 
     mode: str
@@ -170,6 +173,7 @@ class ModeResult:
     n_queries: int
     seconds: float
     rankings: dict[str, list[str]]
+    hits: dict[str, list[Hit]] = field(default_factory=dict)
 
 
 def run_mode(
@@ -184,6 +188,7 @@ def run_mode(
     reranker: Reranker | None = None,
     rerank_depth: int = 30,
     on_query: Callable[[], None] | None = None,
+    keep_hits: int = 0,
 ) -> list[ModeResult]:
     """Search every query in ``mode``, collapse chunks to the top 100 documents, score.
 
@@ -198,6 +203,8 @@ def run_mode(
 
     A result's ``seconds`` sum the retrieval times; the reranked result's also include the
     reranker's. Query encoding done beforehand (:class:`PrecomputedQueries`) is not in them.
+    With ``keep_hits``, each result keeps the first ``keep_hits`` chunk hits of every query
+    (``ModeResult.hits``).
 
     Returns:
         The mode's result, then the reranked one when a reranker is given.
@@ -211,6 +218,8 @@ def run_mode(
     seconds = {"search": 0.0, "rerank": 0.0}
     rankings: dict[str, list[str]] = {}
     reranked: dict[str, list[str]] = {}
+    kept: dict[str, list[Hit]] = {}
+    kept_reranked: dict[str, list[Hit]] = {}
     for qid, text in queries.items():
         if not text.strip():  # a judged query without text (CMRC2018 trial has two) finds
             retrieved = hits = []  # nothing and scores 0, as the metrics count no result
@@ -230,11 +239,19 @@ def run_mode(
         rankings[qid] = collapse_to_documents((h.source for h in retrieved), DOC_DEPTH)
         if reranker is not None:
             reranked[qid] = collapse_to_documents((h.source for h in hits), DOC_DEPTH)
+        if keep_hits:
+            kept[qid] = retrieved[:keep_hits]
+            kept_reranked[qid] = hits[:keep_hits]
         if on_query:
             on_query()
     results = [
         ModeResult(
-            mode.value, mean_scores(qrels, rankings), len(queries), seconds["search"], rankings
+            mode.value,
+            mean_scores(qrels, rankings),
+            len(queries),
+            seconds["search"],
+            rankings,
+            kept,
         )
     ]
     if reranker is not None:
@@ -245,6 +262,7 @@ def run_mode(
                 len(queries),
                 seconds["search"] + seconds["rerank"],
                 reranked,
+                kept_reranked,
             )
         )
     return results

@@ -48,6 +48,23 @@ def test_ingest_runs_both_paths_on_the_same_chunks(tmp_path):
 
 
 @pytest.mark.slow
+def test_ingest_compares_profiles_on_the_same_documents(tmp_path):
+    result = _bench("ingest", "--corpus", str(SHARED_DATA / "beir" / "scifact"),
+                    "--limit-docs", "6", "--db-dir", str(tmp_path),
+                    "--profile", "minilm-splade", "--profile", "multilingual")  # fmt: skip
+    default, multilingual = result["runs"]
+    assert (default["path"], multilingual["path"]) == ("minilm-splade", "multilingual")
+    assert result["profile"] == ["minilm-splade", "multilingual"] and "ratio" not in result
+    # each profile chunks with its own tokenizer (MiniLM's WordPiece, XLM-R's SentencePiece)
+    assert default["chunks"] >= 6 and multilingual["chunks"] >= 6
+    for run in (default, multilingual):  # BM25 has no torch module: e5's forward alone
+        assert 0 < run["forward_seconds"] < run["seconds"]
+    assert result["ratios"]["multilingual"] == pytest.approx(
+        multilingual["chunks_per_s"] / default["chunks_per_s"], rel=0.02
+    )
+
+
+@pytest.mark.slow
 def test_query_and_startup_run_against_an_ingested_collection(ingested):
     uri, collection, report = ingested
     result = _bench("query", "--db", uri, "--collection", collection, "-n", "12")

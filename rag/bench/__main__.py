@@ -53,10 +53,19 @@ def ingest(
     db_dir: Annotated[
         Path | None, typer.Option(help="Folder for the two Milvus Lite dbs (default: temp).")
     ] = None,
+    profile: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Embedder profile (repeatable: each ingests the same documents, in turn, and "
+            "the ratio is to the first; the reference path runs with one MiniLM + SPLADE "
+            "profile only)."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Ingest a corpus through this project's path and the reference path; print chunks/s
-    of both, their ratio, and the share of wall time outside model forward passes."""
+    of both, their ratio, and the share of wall time outside model forward passes. With
+    several --profile, compare the profiles' ingest on the same documents instead."""
     from rag.bench.ingest import reference_texts, run_ours, run_reference
     from rag.chunking import Chunker
     from rag.embedders import build_embedder
@@ -71,11 +80,23 @@ def ingest(
     if not dataset.corpus_path.is_file():
         fail(f"{dataset.corpus_path} does not exist")
     documents = list(dataset.documents())[:limit_docs]
-    embedder = build_embedder(settings)
+    profiles = profile or [settings.profile]
+    embedder = build_embedder(settings.model_copy(update={"profile": profiles[0]}))
     chunker = Chunker(embedder.tokenizer, settings.chunk_size, settings.chunk_overlap)
+    reference = reference and len(profiles) == 1 and embedder.sparse_name.startswith("splade")
     with tempfile.TemporaryDirectory(dir=db_dir) as folder:
         runs = []
-        if reference:
+        if len(profiles) > 1:
+            for i, name in enumerate(profiles):
+                if i:
+                    embedder = build_embedder(settings.model_copy(update={"profile": name}))
+                    chunker = Chunker(
+                        embedder.tokenizer, settings.chunk_size, settings.chunk_overlap
+                    )
+                err.print(f"profile {name}: {len(documents)} documents…")
+                db = str(Path(folder) / f"ours_{i}.db")
+                runs.append(run_ours(embedder, chunker, documents, db, path=name))
+        elif reference:
             texts = reference_texts(chunker, documents)
             err.print(f"reference path: {len(texts)} chunks…")
             runs.append(
@@ -86,13 +107,14 @@ def ingest(
                     str(Path(folder) / "reference.db"),
                 )
             )
-        err.print(f"this project's path: {len(documents)} documents…")
-        runs.append(run_ours(embedder, chunker, documents, str(Path(folder) / "ours.db")))
+        if len(profiles) == 1:
+            err.print(f"this project's path: {len(documents)} documents…")
+            runs.append(run_ours(embedder, chunker, documents, str(Path(folder) / "ours.db")))
     result = {
         "benchmark": "ingest",
         "corpus": dataset.name,
         "documents": len(documents),
-        "profile": embedder.profile,
+        "profile": profiles[0] if len(profiles) == 1 else profiles,
         "threads": settings.num_threads,
         **machine,
         "runs": [
@@ -109,6 +131,10 @@ def ingest(
     }
     if reference:
         result["ratio"] = round(runs[1].chunks_per_second / runs[0].chunks_per_second, 2)
+    elif len(runs) > 1:  # each profile's chunks/s over the first profile's
+        result["ratios"] = {
+            r.path: round(r.chunks_per_second / runs[0].chunks_per_second, 2) for r in runs[1:]
+        }
     if as_json:
         print(json.dumps(result))
         return
@@ -128,6 +154,8 @@ def ingest(
     Console(file=sys.stdout).print(table)
     if reference:
         print(f"ratio ours/reference: {result['ratio']:.2f}x")
+    for name, ratio in result.get("ratios", {}).items():
+        print(f"ratio {name}/{runs[0].path}: {ratio:.2f}x")
     print(f"load average at start: {machine['load_1min_at_start']}")
 
 

@@ -12,7 +12,7 @@ from conftest import MILVUS_DOCS_EN, ingest_folder
 from rag.answer import AnswerStream, build_messages, extract_citations
 from rag.chunking import HEADING_SEPARATOR
 from rag.context import ContextBuilder, Passage, build_passages, join_chunks, overlap_length
-from rag.eval.context_recall import context_recall, ranked
+from rag.eval.context_recall import ContextRecall, context_recall, ranked
 from rag.loaders import load_document
 from rag.search import cap_per_source
 from rag.store import CollectionProfile, MilvusStore
@@ -279,9 +279,11 @@ def test_context_recall_counts_a_relevant_source_in_the_context(store, embedder,
 
     rows = context_recall(final, qrels, store.chunks_at, embedder.tokenizer,
                           [six + 400, 100_000], seeds=2,
-                          hit_lists={"top-k": ranked, "capped": lambda h: cap_per_source(h, 1)})
+                          hit_lists={"top-k": ranked, "capped": lambda h: cap_per_source(h, 1)},
+                          count=lambda source: len(store.chunk_ids(source)))
 
     by = {(r.hits, r.budget): (r.plain, r.expanded) for r in rows}
+    whole = {(r.hits, r.budget): (r.plain_whole, r.expanded_whole) for r in rows}
     assert [r.label for r in rows] == ["context-recall@" + str(six + 400),
                                        "context-recall@100000"] * 2
     # top-k: q1's other page is the 7th hit, in the plain context; q3's page is a seed's
@@ -289,5 +291,18 @@ def test_context_recall_counts_a_relevant_source_in_the_context(store, embedder,
     assert by[("top-k", 100_000)] == (2 / 3, 1 / 3)
     # one chunk per page: q1's other page becomes the second hit, a seed
     assert by[("capped", six + 400)] == (2 / 3, 2 / 3)
+    # a page of several sections is never whole (a passage ends with its section) …
+    assert whole[("top-k", six + 400)] == (0.0, 0.0)
+    assert whole[("top-k", 100_000)] == (0.0, 0.0)
+    # … but a document of one section is (as a BEIR document is): count only the sections
+    in_section = {page: len(long_section),
+                  other.source: len(sections[(other.source, other.heading)])}
+    rows = context_recall(final, qrels, store.chunks_at, embedder.tokenizer, [100_000],
+                          seeds=2, count=in_section.__getitem__)
+    # q3: the plain hits hold 5 of the section's 8 chunks, expansion all of them
+    plain_q1 = 1 / 3 if in_section[other.source] == 1 else 0.0
+    assert (rows[0].plain_whole, rows[0].expanded_whole) == (plain_q1, 1 / 3)
+    assert context_recall(final, qrels, store.chunks_at, embedder.tokenizer, [10])[0] == (
+        ContextRecall("top-k", 10, 0.0, 0.0, 5, 3))
     with pytest.raises(ValueError):
         context_recall(final, qrels, store.chunks_at, embedder.tokenizer, [0])

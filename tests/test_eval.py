@@ -286,6 +286,7 @@ def test_context_recall_rows_per_budget_and_hit_list(tmp_path):
         assert row["seeds"] == 3 and row["n_queries"] == 10
         # expansion adds neighbours of its seeds, never another document
         assert 0.0 <= row["expanded"] <= row["plain"] <= 1.0
+        assert row["plain_whole"] <= row["plain"] and row["expanded_whole"] <= row["expanded"]
     low, high = context[:2]
     # a paragraph (one or two chunks) is the document: 2,000 tokens hold the first ten
     assert high["plain"] >= scores["recall@10"] >= low["plain"]

@@ -130,9 +130,9 @@ def main(
     each mode and report nDCG@10, Recall@10, Recall@100 and MRR@10, for each profile. With
     --rerank, each mode's retrieved chunks are also reranked and scored as 'MODE+rerank'.
     With --context-budget N, each mode also gets 'context-recall@N' rows: the share of
-    queries whose relevant document has a chunk in the LLM's context of N tokens, for the
-    plain top-k and with neighbour expansion, from the ranked hits and from the hits capped
-    at RAG_PER_SOURCE per document.
+    queries whose relevant document has a chunk (or, '_whole', all its chunks) in the LLM's
+    context of N tokens, for the plain top-k and with neighbour expansion, from the ranked
+    hits and from the hits capped at RAG_PER_SOURCE per document.
 
     Exit code 2 when the dataset, a profile or the store cannot be used.
     """
@@ -330,6 +330,7 @@ def _evaluate(
                     budgets,
                     seeds=settings.llm_passages,
                     hit_lists=_hit_lists(settings),
+                    count=lambda source: len(store.chunk_ids(source)),
                 )
                 rows.extend(_context_row(dataset, embedder, result.mode, name, r) for r in recall)
     store.close()
@@ -359,6 +360,8 @@ def _context_row(
         "budget": recall.budget,
         "plain": round(recall.plain, 4),
         "expanded": round(recall.expanded, 4),
+        "plain_whole": round(recall.plain_whole or 0.0, 4),
+        "expanded_whole": round(recall.expanded_whole or 0.0, 4),
         "seeds": recall.seeds,
         "n_queries": recall.n_queries,
         "collection": collection,
@@ -396,12 +399,11 @@ def _print_context_table(rows: list[dict]) -> None:
     table = Table(title=title)
     profiles = len({row["profile"] for row in rows}) > 1
     labels = ("profile", "mode", "row", "hits") if profiles else ("mode", "row", "hits")
-    for column in (*labels, "plain", "expanded"):
+    values = ("plain", "expanded", "plain_whole", "expanded_whole")
+    for column in (*labels, *values):
         table.add_column(column, justify="left" if column in labels else "right")
     for row in rows:
-        table.add_row(
-            *(row[label] for label in labels), f"{row['plain']:.4f}", f"{row['expanded']:.4f}"
-        )
+        table.add_row(*(row[label] for label in labels), *(f"{row[v]:.4f}" for v in values))
     Console(file=sys.stdout).print(table)
 
 

@@ -1,12 +1,12 @@
 """Context recall: the share of judged queries for which the text the LLM would get holds at
-least one chunk of a relevant document, at a token budget."""
+least one chunk of a relevant document (or all of its chunks), at a token budget."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from rag.context import ChunkReader, build_passages
+from rag.context import ChunkReader, Passage, build_passages
 from rag.embedders.base import TokenCounter
 from rag.eval.beir import Qrels
 from rag.types import Hit
@@ -36,6 +36,8 @@ class ContextRecall:
             (:func:`rag.context.build_passages`, as ``python -m rag answer`` builds them).
         seeds: hits that seed the expanded context (``RAG_LLM_PASSAGES``).
         n_queries: judged queries (the denominator; a query without hits counts as missed).
+        plain_whole, expanded_whole: the same, counting a query only when every chunk of a
+            relevant document is in the context (``None`` unless chunk counts were given).
     """
 
     hits: str
@@ -44,6 +46,8 @@ class ContextRecall:
     expanded: float
     seeds: int
     n_queries: int
+    plain_whole: float | None = None
+    expanded_whole: float | None = None
 
     @property
     def label(self) -> str:
@@ -51,7 +55,7 @@ class ContextRecall:
         return f"{PREFIX}{self.budget}"
 
 
-def context_sources(
+def context_passages(
     hits: Sequence[Hit],
     read: ChunkReader,
     counter: TokenCounter,
@@ -59,12 +63,19 @@ def context_sources(
     *,
     expand: bool,
     seeds: int,
-) -> set[str]:
-    """The sources with a chunk in the context of ``hits`` at ``budget`` tokens: all hits
-    while they fit (``expand`` false), or the first ``seeds`` grown with their neighbours."""
+) -> list[Passage]:
+    """The context of ``hits`` at ``budget`` tokens: all hits while they fit (``expand``
+    false), or the first ``seeds`` grown with their neighbours."""
     chosen = hits[:seeds] if expand else hits
-    passages = build_passages(chosen, read, counter, budget, expand=expand)
-    return {passage.source for passage in passages}
+    return build_passages(chosen, read, counter, budget, expand=expand)
+
+
+def chunks_held(passages: Iterable[Passage]) -> dict[str, int]:
+    """Source → how many of its chunks the passages hold (passages never overlap)."""
+    held: dict[str, int] = {}
+    for passage in passages:
+        held[passage.source] = held.get(passage.source, 0) + passage.chunks
+    return held
 
 
 def context_recall(
@@ -76,6 +87,7 @@ def context_recall(
     *,
     seeds: int = 5,
     hit_lists: Mapping[str, HitList] | None = None,
+    count: Callable[[str], int] | None = None,
 ) -> list[ContextRecall]:
     """Context recall of every hit list at every budget, plain and expanded.
 
@@ -91,6 +103,9 @@ def context_recall(
         seeds: hits that seed the expanded context.
         hit_lists: name → hit list to build the context from (default ``{"top-k": ranked}``);
             a page-grouped variant is ``lambda hits: cap_per_source(hits, 2)``.
+        count: source → its number of stored chunks (``len(store.chunk_ids(source))``);
+            given, the rows also count queries whose relevant document is whole in the
+            context (``plain_whole``, ``expanded_whole``).
 
     Returns:
         One row per hit list and budget, in that order.
@@ -102,27 +117,39 @@ def context_recall(
     if min(budgets, default=1) < 1 or seeds < 1:
         raise ValueError("budgets and seeds must be >= 1")
     hit_lists = hit_lists or {"top-k": ranked}
-    n_queries = len(final_hits)
+    n = max(len(final_hits), 1)
+    sizes: dict[str, int] = {}
     rows = []
     for name, make in hit_lists.items():
         lists = {qid: make(hits) for qid, hits in final_hits.items()}
         for budget in budgets:
             found = {False: 0, True: 0}
+            whole = {False: 0, True: 0}
             for qid, hits in lists.items():
                 relevant = {doc for doc, score in qrels.get(qid, {}).items() if score > 0}
                 for expand in (False, True):
-                    sources = context_sources(
+                    passages = context_passages(
                         hits, read, counter, budget, expand=expand, seeds=seeds
                     )
-                    found[expand] += bool(sources & relevant)
+                    held = chunks_held(passages)
+                    found[expand] += bool(held.keys() & relevant)
+                    if count is not None:
+                        for doc in held.keys() & relevant:
+                            if doc not in sizes:
+                                sizes[doc] = count(doc)
+                        whole[expand] += any(
+                            held[doc] >= sizes[doc] for doc in held.keys() & relevant
+                        )
             rows.append(
                 ContextRecall(
                     name,
                     budget,
-                    found[False] / max(n_queries, 1),
-                    found[True] / max(n_queries, 1),
+                    found[False] / n,
+                    found[True] / n,
                     seeds,
-                    n_queries,
+                    len(final_hits),
+                    whole[False] / n if count is not None else None,
+                    whole[True] / n if count is not None else None,
                 )
             )
     return rows

@@ -167,10 +167,10 @@ class Settings(BaseSettings):
     # Retrieval
     top_k: int = Field(10, ge=1)
     per_source: int = Field(
-        2,
+        1,
         ge=0,
-        description="Most chunks of one source (file) among the hits; 0: no cap. Two keep "
-        "a page's second-best passage while the top 5 still shows at least three pages.",
+        description="Most chunks of one source (file) among the hits; 0: no cap "
+        "(docs/EVALUATION.md, 'Page-level results').",
     )
     candidates: int = Field(50, ge=1, description="Hits each AnnSearchRequest returns.")
     sparse_query_terms: int = Field(

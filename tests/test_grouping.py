@@ -105,6 +105,6 @@ def test_cli_per_source_option_and_setting(ingested):
         assert run.returncode == 0, run.stderr
         return max(Counter(hit["source"] for hit in json.loads(run.stdout)).values())
 
-    assert most_per_page() == 2  # the default, RAG_PER_SOURCE=2
-    assert most_per_page("--per-source", "1") == 1
+    assert most_per_page() == 1  # the default, RAG_PER_SOURCE=1
+    assert most_per_page("--per-source", "2") == 2
     assert most_per_page(RAG_PER_SOURCE="0") > 2

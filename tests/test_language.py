@@ -1,5 +1,5 @@
 """Language-aware fusion: chunk languages stored at ingest, the question's language detected,
-and the lexical list left out where the collection holds (almost) none of that language."""
+and the lexical list left out where that language is a minority of the collection's chunks."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from pymilvus.milvus_client.index import IndexParams
 
 from ingest.pipeline import Ingestor
 from rag.chunking import Chunker
-from rag.language import MIN_CONFIDENCE, Language, choose_lexical, detect
+from rag.language import ABSENT_SHARE, MIN_CONFIDENCE, MIN_SHARE, Language, choose_lexical, detect
 from rag.retriever import Retriever
 from rag.search import Searcher
 from rag.settings import SearchMode
@@ -32,10 +32,10 @@ PARAGRAPHS = 6  # the first paragraphs of XQuAD-R, in English and in German (par
 QUESTION = "56beb4343aeaaa14008c925b"  # how many points the Panthers' defense gave up
 
 
-def xquad_documents(lang: str) -> list[Document]:
-    """The first :data:`PARAGRAPHS` paragraphs of XQuAD-R in ``lang`` as documents."""
+def xquad_documents(lang: str, count: int = PARAGRAPHS) -> list[Document]:
+    """The first ``count`` paragraphs of XQuAD-R in ``lang`` as documents."""
     with (XQUAD / lang / "corpus.jsonl").open(encoding="utf-8") as lines:
-        rows = [json.loads(line) for _, line in zip(range(PARAGRAPHS), lines, strict=False)]
+        rows = [json.loads(line) for _, line in zip(range(count), lines, strict=False)]
     return [Document(row["_id"], row["title"], [Section(row["text"])]) for row in rows]
 
 
@@ -50,20 +50,21 @@ def xquad_question(lang: str) -> str:
 
 
 def ingest(uri: str, embedder, settings, profile: CollectionProfile) -> None:
-    """English and German paragraphs into collection ``docs`` at ``uri`` (closed after)."""
+    """Six English, six German and one Chinese paragraph into collection ``docs`` at ``uri``
+    (closed after): Chinese is a minority language there, Russian is absent."""
     store = MilvusStore.open(uri, "docs", profile)
     try:
         chunker = Chunker(embedder.tokenizer, settings.chunk_size, settings.chunk_overlap)
-        documents = xquad_documents("en") + xquad_documents("de")
+        documents = xquad_documents("en") + xquad_documents("de") + xquad_documents("zh", 1)
         report = Ingestor(store, embedder, chunker).run_documents(documents)
-        assert report.chunks_written >= 2 * PARAGRAPHS and not report.failed
+        assert report.chunks_written >= 2 * PARAGRAPHS + 1 and not report.failed
     finally:
         store.close()
 
 
 @pytest.fixture(scope="module")
 def mixed_uri(tmp_path_factory, embedder, settings) -> str:
-    """A Milvus Lite db whose collection holds six English and six German paragraphs."""
+    """A Milvus Lite db whose collection holds English, German and one Chinese paragraph."""
     uri = str(tmp_path_factory.mktemp("mixed") / "milvus.db")
     ingest(uri, embedder, settings, CollectionProfile.of(embedder))
     return uri
@@ -94,10 +95,11 @@ def test_each_chunk_stores_its_language(searcher):
     rows = store.client.query(
         "docs", filter='id != ""', output_fields=["source", LANGUAGE_FIELD], **STRONG
     )
-    assert {row["source"][:2] for row in rows} == {"en", "de"}
+    assert {row["source"][:2] for row in rows} == {"en", "de", "zh"}
     assert all(row[LANGUAGE_FIELD] == row["source"][:2] for row in rows)
-    assert store.count_chunks("de") + store.count_chunks("en") == store.count_chunks()
-    assert store.count_chunks("zh") == 0
+    counts = [store.count_chunks(lang) for lang in ("en", "de", "zh")]
+    assert sum(counts) == store.count_chunks() and store.count_chunks("ru") == 0
+    assert ABSENT_SHARE <= counts[2] / sum(counts) < MIN_SHARE  # Chinese: a minority
 
 
 @pytest.mark.parametrize("lang", ["en", "de"])
@@ -109,16 +111,28 @@ def test_a_question_in_a_language_of_the_collection_keeps_the_lexical_list(searc
     assert result.hits[0].source == f"{lang}-a00p00"  # its own paragraph first
 
 
-def test_a_question_in_a_language_the_collection_lacks_is_searched_densely(searcher):
+def test_a_question_in_a_minority_language_of_the_collection_is_searched_densely(searcher):
     question = xquad_question("zh")
     result = searcher.search(question, top_k=5)
     assert (result.language.code, result.mode, result.lexical) == ("zh", SearchMode.DENSE, False)
-    assert result.notes == [
-        "lexical list left out: the question is Chinese (zh) and the collection holds no "
-        "Chinese chunks, so only the dense list ranks the hits"
-    ]
+    (note,) = result.notes
+    assert re.fullmatch(
+        r"lexical list left out: the question is Chinese \(zh\), a minority language of the "
+        r"collection \(\d+% of its chunks\), so only the dense list ranks the hits",
+        note,
+    )
     dense = searcher.search(question, top_k=5, mode=SearchMode.DENSE)
     assert [h.chunk_id for h in result.hits] == [h.chunk_id for h in dense.hits]
+
+
+def test_a_question_in_a_language_the_collection_lacks_keeps_the_lexical_list(searcher):
+    """No Russian chunk: the lexical list can match only what languages share (here the
+    names and numbers of the question), so it is fused."""
+    result = searcher.search(xquad_question("ru"), top_k=5)
+    assert (result.language.code, result.mode, result.lexical) == ("ru", SearchMode.HYBRID, True)
+    assert result.notes == []
+    choice = choose_lexical(result.language, searcher.retriever.store)
+    assert (choice.share, choice.lexical) == (0.0, True)
 
 
 def test_a_low_confidence_language_or_an_asked_mode_keeps_what_was_asked(searcher):
@@ -174,4 +188,4 @@ def test_the_cli_shows_the_question_language_and_when_the_lexical_list_is_left_o
     first = result.stdout.splitlines()[0]
     assert re.match(r"question language: Chinese \(zh, [01]\.\d\d\)$", first)
     warning = " ".join(result.stderr.split())
-    assert "warning lexical list left out: the question is Chinese (zh)" in warning
+    assert "warning lexical list left out: the question is Chinese (zh), a minority" in warning

@@ -280,7 +280,7 @@ def test_context_recall_rows_per_budget_and_hit_list(tmp_path):
     assert "row" not in scores and REQUIRED_KEYS <= set(scores)
     assert [(r["row"], r["hits"]) for r in context] == [
         ("context-recall@150", "top-k"), ("context-recall@2000", "top-k"),
-        ("context-recall@150", "per-source-2"), ("context-recall@2000", "per-source-2"),
+        ("context-recall@150", "per-source-1"), ("context-recall@2000", "per-source-1"),
     ]  # fmt: skip
     for row in context:
         assert row["seeds"] == 3 and row["n_queries"] == 10

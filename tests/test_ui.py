@@ -169,7 +169,9 @@ def test_page_without_question_shows_controls_stats_and_a_hint(start_app, ingest
     assert at.sidebar.radio(key="fusion").value == settings.fusion.value == "convex"
     weights = (at.sidebar.slider(key="dense_weight").value,
                at.sidebar.slider(key="sparse_weight").value)  # fmt: skip
-    assert weights == settings.weights and not at.sidebar.number_input
+    assert weights == settings.weights
+    (per_source,) = at.sidebar.number_input  # no RRF k under convex fusion
+    assert (per_source.key, per_source.value) == ("per_source", settings.per_source)
     assert at.sidebar.selectbox(key="reranker").value == settings.reranker == "none"
     assert at.sidebar.text_input(key="source_prefix").value == ""
     toggle = at.sidebar.toggle(key="use_llm")
@@ -198,17 +200,19 @@ def test_hybrid_search_without_llm_shows_the_hits_with_stage_ranks_and_why(
     at = ask(start_app(*ingested[:2]), QUERY)
 
     settings = get_settings()
-    expected = retriever.search(
+    expected = Searcher(retriever, per_source=settings.per_source).search(
         QUERY, top_k=settings.top_k, mode=settings.mode, fusion=settings.fusion,
         rrf_k=settings.rrf_k, weights=settings.weights,
-    )
+    ).hits
     assert_shows(at, expected)
     assert {Path(h.source).name for h in expected[:5]} & {"sparse-inverted-index.md",
                                                          "sparse_vector.md"}
+    assert len({h.source for h in expected}) == len(expected)  # one passage a page
     for hit, row in zip(expected, shown_hits(at), strict=True):
         dense = f"dense #{hit.dense_rank}" if hit.dense_rank else "dense –"
         sparse = f"sparse #{hit.sparse_rank}" if hit.sparse_rank else "sparse –"
-        assert row["stages"] == f"{dense} · {sparse} · fused #{hit.rank} · score {hit.score:.4f}"
+        fused = f"fused #{hit.fused_rank}"  # its rank before the cap of one passage a page
+        assert row["stages"] == f"{dense} · {sparse} · {fused} · score {hit.score:.4f}"
     (warning,) = at.warning
     assert rendered_text(warning.value) == f"No generated answer: {NO_LLM}"
     assert [m.name for m in at.main.chat_message] == ["user", "assistant"]
@@ -240,13 +244,16 @@ def test_single_mode_search_shows_that_lists_rank_and_raw_score(
     at.sidebar.radio(key="mode").set_value(mode.value)
     at = ask(at, QUERY)
 
-    assert len(at.sidebar.radio) == 1 and not at.sidebar.number_input  # no fusion controls
-    expected = retriever.search(QUERY, top_k=get_settings().top_k, mode=mode)
+    assert len(at.sidebar.radio) == 1  # no fusion controls
+    assert [n.key for n in at.sidebar.number_input] == ["per_source"]
+    settings = get_settings()
+    searcher = Searcher(retriever, per_source=settings.per_source)
+    expected = searcher.search(QUERY, top_k=settings.top_k, mode=mode).hits
     assert_shows(at, expected)
     for hit, row in zip(expected, shown_hits(at), strict=True):
         # The app encodes the query itself: the last printed digit may differ by float noise.
         stage, score = row["stages"].rsplit(" · score ", 1)
-        assert stage == f"{mode.value} #{hit.rank}"
+        assert stage == f"{mode.value} #{hit.fused_rank}"
         assert float(score) == pytest.approx(hit.score, rel=1e-4, abs=1e-4)
     hybrid = retriever.search(QUERY, top_k=get_settings().top_k)
     assert [h.score for h in expected] != [h.score for h in hybrid]
@@ -277,7 +284,8 @@ def test_unavailable_reranker_keeps_the_retrieved_order_with_a_note(
     notes = [rendered_text(w.value) for w in at.warning]
     assert any(n.startswith("reranker cross-encoder unavailable, retrieved order kept") for n
                in notes)
-    assert_shows(at, retriever.search(QUERY, top_k=3))
+    assert_shows(at, Searcher(retriever, per_source=get_settings().per_source)
+                 .search(QUERY, top_k=3).hits)  # fmt: skip
 
 
 def test_streamed_answer_links_its_citations_to_the_passages(start_app, ingested, fake_llm):
@@ -514,11 +522,16 @@ def test_a_failing_embedding_api_gives_full_text_matches_and_the_reason(
                            "OpenAI")
     assert expected in note and API_KEY not in note
     store = MilvusStore.open(api_db[1], "docs")  # Milvus full-text search, directly
+    matches, pages = store.search(BM25_FIELD, [QUERY], 1000), set()
+    store.close()
+    first_per_page = [  # one passage a page (RAG_PER_SOURCE=1), in Milvus's order
+        raw for raw in matches
+        if raw["entity"]["source"] not in pages and not pages.add(raw["entity"]["source"])
+    ]
     expected_titles = [
         f"[{rank}] {raw['entity']['title']}"
-        for rank, raw in enumerate(store.search(BM25_FIELD, [QUERY], get_settings().top_k), 1)
+        for rank, raw in enumerate(first_per_page[: get_settings().top_k], 1)
     ]
-    store.close()
     shown = shown_hits(at)
     assert [rendered_text(h["title"]) for h in shown] == expected_titles
     assert all(re.fullmatch(r"bm25 #\d+ · score [\d.]+", h["stages"]) for h in shown)
@@ -708,10 +721,11 @@ def test_the_app_and_an_ingest_share_a_served_db(start_app, tmp_path, settings, 
         assert ingest.returncode == 0, err
         assert f"files: {len(names)} added" in out and asked >= 1
 
+        shown_before = len(shown_hits(at))
         at = ask(at, "What does efConstruction control in HNSW?")
         assert not at.exception and not at.error
         assert {m.label: m.value for m in at.sidebar.metric}["Files"] == str(len(names) + 1)
-        last_turn = shown_hits(at)[-get_settings().top_k:]  # each turn shows top-k passages
+        last_turn = shown_hits(at)[shown_before:]
         assert "hnsw.md" in rendered_text(last_turn[0]["where"])
     finally:
         server.terminate()

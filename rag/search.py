@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -252,18 +253,12 @@ def cap_per_source(hits: Iterable[Hit], per_source: int) -> list[Hit]:
     if per_source < 1:
         raise ValueError(f"per_source must be >= 1, got {per_source}")
     kept: list[Hit] = []
-    seen: dict[str, int] = {}
+    seen: Counter[str] = Counter()
     for hit in hits:
-        if seen.get(hit.source, 0) < per_source:
-            seen[hit.source] = seen.get(hit.source, 0) + 1
-            kept.append(
-                dataclasses.replace(
-                    hit,
-                    rank=len(kept) + 1,
-                    fused_rank=hit.fused_rank if hit.fused_rank is not None else hit.rank,
-                )
-            )
-    return kept
+        if seen[hit.source] < per_source:
+            seen[hit.source] += 1
+            kept.append(hit)
+    return _follow(kept, 0)
 
 
 def _follow(hits: list[Hit], after: int) -> list[Hit]:

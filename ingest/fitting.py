@@ -93,7 +93,8 @@ def refit_reason(
 
 def refit(store: MilvusStore, embedder: Embedder, reason: str) -> RefitReport | None:
     """Fit the embedder's sparse function on every stored chunk (the text each was embedded
-    from), store the parameters, and rewrite every chunk's sparse vector with them; see the
+    from; section rows repeat chunk text and are left out of the fit), store the parameters,
+    and rewrite every row's sparse vector with them; see the
     module's policy for the order of the writes. ``None`` when the collection is empty.
 
     Raises:
@@ -103,12 +104,13 @@ def refit(store: MilvusStore, embedder: Embedder, reason: str) -> RefitReport | 
     if sparse is None:
         raise ValueError(f"profile {embedder.profile!r} has no fitted sparse function")
     started = time.perf_counter()
-    chunks = store.all_chunks()
-    if not chunks:
+    chunks = store.all_rows()  # with the section rows, whose vectors follow the fit too
+    fitted = [embedding_text(chunk) for chunk in chunks if not chunk.is_section]
+    if not fitted:
         store.write_records(state_record(FitState()))
         return None
     texts = [embedding_text(chunk) for chunk in chunks]
-    sparse.fit(texts)
+    sparse.fit(fitted)
     fingerprint = sparse.fingerprint
     store.write_params(fingerprint, params_text(sparse))
     store.write_records(state_record(replace(read_state(store), refitting=fingerprint)))
@@ -122,13 +124,13 @@ def refit(store: MilvusStore, embedder: Embedder, reason: str) -> RefitReport | 
         profile = replace(profile, schema_version=store.profile.schema_version)
     store.write_records(
         {PROFILE_KEY: json.dumps(asdict(profile))}
-        | state_record(FitState(fitted_chunks=len(chunks)))
+        | state_record(FitState(fitted_chunks=len(fitted)))
     )
     store.profile = profile
     store.drop_params(keep=fingerprint)
     store.chunks_changed = 0
     return RefitReport(
-        reason, len(chunks), fingerprint, sparse.vocab_size, time.perf_counter() - started
+        reason, len(fitted), fingerprint, sparse.vocab_size, time.perf_counter() - started
     )
 
 

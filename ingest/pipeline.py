@@ -133,6 +133,11 @@ class _Pending:
     new_chunks: list[Chunk]
     stale_ids: set[str]
 
+    @property
+    def chunks_added(self) -> int:
+        """New chunks (section rows not counted), for reports and progress bars."""
+        return sum(not c.is_section for c in self.new_chunks)
+
 
 class Ingestor:
     """Runs ingestion of files into a store.
@@ -328,17 +333,19 @@ class Ingestor:
     def _pending(
         self, document: Document, version: str, size: int, mtime_ns: int, stored: FileRecord | None
     ) -> tuple[FileOutcome | None, _Pending | None]:
-        """Chunk a loaded document and find which of its chunks are new (each with its
-        detected language) and which stored chunks its new version lacks."""
+        """Chunk a loaded document and find which of its rows (chunks and section rows,
+        ``Chunker.rows``) are new, each with its detected language, and which stored rows its
+        new version lacks."""
         source = document.source
-        chunks = self.chunker.chunk(document, version)
+        chunks, sections = self.chunker.rows(document, version)
         if not chunks:
             return FileOutcome(source, Status.FAILED, reason="no text to index"), None
         # After the journal's replay a file without a manifest row has no chunks (module
         # docstring), so only a stored file's chunks are looked up: in Milvus Lite each such
         # query scans every unflushed row, which made a first ingest quadratic.
         stored_ids = self.store.chunk_ids(source) if stored is not None else set()
-        new_ids = {c.chunk_id for c in chunks}
+        rows = chunks + sections
+        new_ids = {c.chunk_id for c in rows}
         record = FileRecord(
             source,
             version,
@@ -350,17 +357,18 @@ class Ingestor:
         )
         status = Status.ADDED if stored is None else Status.UPDATED
         new_chunks = [
-            replace(c, language=detect(c.text).code) for c in chunks if c.chunk_id not in stored_ids
+            replace(c, language=detect(c.text).code) for c in rows if c.chunk_id not in stored_ids
         ]
         return None, _Pending(record, status, new_chunks, stored_ids - new_ids)
 
     def _embed(self, batch: list[_Pending]) -> tuple[Embeddings | None, list[FileOutcome]]:
-        """Embed the batch's new chunks in one pass: the embeddings (``None`` when no chunk
+        """Embed the batch's new rows in one pass (a text that repeats, such as a
+        one-chunk section's row and its chunk, once): the embeddings (``None`` when no row
         is new), or, if embedding fails, every file of the batch failed with the reason."""
         chunks = [c for p in batch for c in p.new_chunks]
         try:
             texts = [embedding_text(c) for c in chunks]
-            return (self.embedder.encode_documents(texts) if chunks else None), []
+            return (_encode_distinct(self.embedder, texts) if chunks else None), []
         except Exception as error:  # noqa: BLE001 - reported per file, the run goes on
             reason = f"embedding failed: {type(error).__name__}: {error}"
             return None, [FileOutcome(p.record.source, Status.FAILED, reason=reason) for p in batch]
@@ -395,10 +403,10 @@ class Ingestor:
                         item.new_chunks, Embeddings(embeddings.dense[rows], embeddings.sparse[rows])
                     )
                     if on_chunks:
-                        on_chunks(len(item.new_chunks))
+                        on_chunks(item.chunks_added)
                 self.store.delete_chunks(item.stale_ids)
                 self.store.commit_file(item.record)
-                outcomes.append(FileOutcome(item.record.source, item.status, len(item.new_chunks)))
+                outcomes.append(FileOutcome(item.record.source, item.status, item.chunks_added))
             self.store.end_switches(p.record.source for p in batch)
         except Exception as error:  # noqa: BLE001 - reported per file, the run goes on
             reason = f"storing failed: {type(error).__name__}: {error}"
@@ -425,6 +433,17 @@ class Ingestor:
         if outcomes:
             self.store.flush()
         return outcomes
+
+
+def _encode_distinct(embedder: Embedder, texts: list[str]) -> Embeddings:
+    """``embedder.encode_documents(texts)``, each distinct text encoded once."""
+    distinct = list(dict.fromkeys(texts))
+    if len(distinct) == len(texts):
+        return embedder.encode_documents(texts)
+    vectors = embedder.encode_documents(distinct)
+    at = {text: i for i, text in enumerate(distinct)}
+    rows = [at[text] for text in texts]
+    return Embeddings(vectors.dense[rows], vectors.sparse[rows])
 
 
 def document_hash(document: Document) -> str:

@@ -1,4 +1,12 @@
-"""Token-aware chunking: sections → paragraphs packed into chunks of at most N tokens."""
+"""Token-aware chunking: sections → paragraphs packed into chunks of at most N tokens, and
+one section row per section (its first tokens), stored beside the chunks.
+
+A section row is a :class:`~rag.types.Chunk` whose ``chunk_index`` is negative:
+``-1 - i`` for the section whose first chunk has index ``i`` (:func:`section_index`). Its
+text is the section's first ``section_tokens`` tokens; it is embedded like a chunk, searched
+on its own (``rag.store.SECTION_FILTER``), and gives every chunk of its section a section
+score (``rag.retriever``). Chunk searches leave section rows out (``CHUNK_FILTER``).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +15,7 @@ import hashlib
 import re
 
 from rag.embedders.base import TokenCounter
-from rag.types import Chunk, Document
+from rag.types import Chunk, Document, Section
 
 CHUNKER_VERSION = "v1"  # bump when the splitting algorithm changes
 HEADING_SEPARATOR = " > "
@@ -37,8 +45,15 @@ def embedding_text(chunk: Chunk) -> str:
     return f"{context}\n\n{chunk.text}" if context else chunk.text
 
 
+def section_index(first_chunk: int) -> int:
+    """The ``chunk_index`` of the section row whose section starts at chunk ``first_chunk``
+    (``-1 - first_chunk``: negative, so a row's sign says what it is)."""
+    return -1 - first_chunk
+
+
 class Chunker:
-    """Splits documents into chunks of at most ``chunk_size`` tokens.
+    """Splits documents into chunks of at most ``chunk_size`` tokens, and gives each section
+    a section row of its first ``section_tokens`` tokens.
 
     Chunks never cross a section (so every chunk has one heading path and one page).
     Within a section, whole paragraphs are packed greedily; a paragraph longer than
@@ -50,23 +65,31 @@ class Chunker:
         chunk_size: maximum tokens of chunk text (title and heading come on top; keep
             ``chunk_size`` + heading below the model's input limit).
         overlap: tokens repeated from the previous chunk, ``0 <= overlap < chunk_size``.
+        section_tokens: tokens of a section's text in its section row (0: no section rows).
 
     Raises:
-        ValueError: on an invalid ``chunk_size`` / ``overlap``.
+        ValueError: on an invalid ``chunk_size`` / ``overlap`` / ``section_tokens``.
     """
 
-    def __init__(self, tokenizer: TokenCounter, chunk_size: int, overlap: int) -> None:
+    def __init__(
+        self, tokenizer: TokenCounter, chunk_size: int, overlap: int, section_tokens: int = 0
+    ) -> None:
         if chunk_size < 1 or not 0 <= overlap < chunk_size:
             raise ValueError(f"need 0 <= overlap ({overlap}) < chunk_size ({chunk_size})")
+        if section_tokens < 0:
+            raise ValueError(f"need section_tokens >= 0, got {section_tokens}")
         self.tokenizer = tokenizer
         self.chunk_size = chunk_size
         self.overlap = overlap
+        self.section_tokens = section_tokens
 
     @property
     def signature(self) -> str:
-        """What decides the chunks of a text besides the tokenizer: algorithm version, size
-        and overlap (``"v1/200/32"``). Stored per file, so changing it re-chunks files."""
-        return f"{CHUNKER_VERSION}/{self.chunk_size}/{self.overlap}"
+        """What decides the rows of a text besides the tokenizer: algorithm version, size,
+        overlap and, with section rows, their tokens (``"v1/200/32"``, ``"v1/200/32/s512"``).
+        Stored per file, so changing it re-chunks files."""
+        sections = f"/s{self.section_tokens}" if self.section_tokens else ""
+        return f"{CHUNKER_VERSION}/{self.chunk_size}/{self.overlap}{sections}"
 
     def split_text(self, text: str) -> list[str]:
         """``text`` as a list of chunk texts (paragraph-aware, token-bounded, overlapping).
@@ -117,24 +140,42 @@ class Chunker:
 
     def chunk(self, document: Document, file_hash: str) -> list[Chunk]:
         """Every chunk of ``document``, in reading order, with ids, headings and pages."""
+        return self.rows(document, file_hash)[0]
+
+    def rows(self, document: Document, file_hash: str) -> tuple[list[Chunk], list[Chunk]]:
+        """``document``'s chunks (as :meth:`chunk`) and its section rows: one per section
+        that has chunks, in reading order, holding the section's first ``section_tokens``
+        tokens (none when ``section_tokens`` is 0)."""
         chunks: list[Chunk] = []
+        sections: list[Chunk] = []
         for section in document.sections:
-            heading = HEADING_SEPARATOR.join(section.heading)
+            first = len(chunks)
             for text in self.split_text(section.text):
-                index = len(chunks)
-                chunks.append(
-                    Chunk(
-                        chunk_id=chunk_id(document.source, index, text),
-                        source=document.source,
-                        title=document.title,
-                        heading=heading,
-                        chunk_index=index,
-                        page=section.page or 0,
-                        text=text,
-                        file_hash=file_hash,
-                    )
-                )
-        return chunks
+                chunks.append(self._row(document, section, len(chunks), text, file_hash))
+            if self.section_tokens and len(chunks) > first:
+                text = self._head(section.text.strip())
+                sections.append(self._row(document, section, section_index(first), text, file_hash))
+        return chunks, sections
+
+    def _head(self, text: str) -> str:
+        """The first ``section_tokens`` tokens of ``text`` (cut where a token ends)."""
+        spans = self.tokenizer.token_spans(text)
+        if len(spans) <= self.section_tokens:
+            return text
+        return text[: spans[self.section_tokens - 1][1]].strip()
+
+    @staticmethod
+    def _row(document: Document, section: Section, index: int, text: str, file_hash: str) -> Chunk:
+        return Chunk(
+            chunk_id=chunk_id(document.source, index, text),
+            source=document.source,
+            title=document.title,
+            heading=HEADING_SEPARATOR.join(section.heading),
+            chunk_index=index,
+            page=section.page or 0,
+            text=text,
+            file_hash=file_hash,
+        )
 
 
 def _after_sentence_end(text: str, offset: int) -> bool:

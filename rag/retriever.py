@@ -1,8 +1,9 @@
-"""Query → embed → search (dense, sparse) → fuse (convex, here; or Milvus ``hybrid_search``
-with RRF or weighted scores) → ranked hits."""
+"""Query → embed → search (dense, sparse; chunks and, for the convex fusion, section rows) →
+fuse (convex, here; or Milvus ``hybrid_search`` with RRF or weighted scores) → ranked hits."""
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import json
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +17,7 @@ from rag.fusion import convex_combination
 from rag.settings import (
     DEFAULT_FUSION,
     DEFAULT_NORMALISATION,
+    DEFAULT_SECTION_WEIGHT,
     DEFAULT_SPARSE_QUERY_TERMS,
     DEFAULT_WEIGHTS,
     Fusion,
@@ -23,12 +25,23 @@ from rag.settings import (
     SearchMode,
     Settings,
 )
-from rag.store import BM25_FIELD, DENSE_FIELD, SPARSE_FIELD, MilvusStore, sparse_to_milvus
+from rag.store import (
+    BM25_FIELD,
+    CHUNK_FILTER,
+    DENSE_FIELD,
+    SECTION_FILTER,
+    SPARSE_FIELD,
+    MilvusStore,
+    sparse_to_milvus,
+)
 from rag.store.fitted import load_params
 from rag.types import Hit
 
 _SIDES = ("dense", "sparse")
 _FIELDS = {"dense": DENSE_FIELD, "sparse": SPARSE_FIELD}
+# Section rows searched per list, as a multiple of the chunk candidates: sections are fewer
+# than chunks, and a deeper section list scores more of the chunk candidates' sections.
+SECTION_DEPTH = 2
 
 
 def source_prefix_filter(prefix: str | None) -> str:
@@ -40,6 +53,12 @@ def source_prefix_filter(prefix: str | None) -> str:
     if not prefix:
         return ""
     return f"source like {json.dumps(prefix + '%')}"
+
+
+def _and(*conditions: str) -> str:
+    """The Milvus filter that holds when every non-empty condition holds."""
+    kept = [f"({c})" for c in conditions if c]
+    return " and ".join(kept)
 
 
 def make_ranker(fusion: Fusion, rrf_k: int = 60, weights: tuple[float, float] = (0.5, 0.5)):
@@ -92,6 +111,8 @@ class Retriever:
             sparse search (0: all); see :func:`prune_query_terms`.
         normalisation: how the ``convex`` fusion normalises each list's scores; see
             :meth:`_self_scores`.
+        section_weight: share of a chunk's convex score that its section's score gives
+            (:func:`by_section`); 0: section rows are not searched.
     """
 
     def __init__(
@@ -101,7 +122,11 @@ class Retriever:
         candidates: int = 50,
         sparse_query_terms: int = DEFAULT_SPARSE_QUERY_TERMS,
         normalisation: Normalisation = DEFAULT_NORMALISATION,
+        section_weight: float = DEFAULT_SECTION_WEIGHT,
     ) -> None:
+        if not 0 <= section_weight <= 1:
+            raise ValueError(f"section_weight must be in [0, 1], got {section_weight}")
+        self.section_weight = section_weight
         self.store = store
         self.embedder = embedder
         self.candidates = candidates
@@ -165,6 +190,7 @@ class Retriever:
             settings.candidates,
             settings.sparse_query_terms,
             settings.normalisation,
+            settings.section_weight,
         )
 
     def search(self, query: str, *, source_prefix: str | None = None, **options) -> list[Hit]:
@@ -205,14 +231,17 @@ class Retriever:
         better). With ``stage_ranks``, each hybrid hit also carries its rank and score in
         the dense and sparse lists (two more searches). A query whose sparse vector is
         empty (no known term) is searched densely only. The two sides are encoded and
-        searched on two threads (:meth:`_search_sides`).
+        searched on two threads (:meth:`_search_sides`). Every search reads chunks only
+        (``CHUNK_FILTER``); the convex fusion also searches the section rows of both sides
+        (``SECTION_DEPTH`` times as many) and rescores its chunks by their sections
+        (:func:`by_section`, ``section_weight``).
 
         Raises:
             ValueError: empty query or invalid fusion parameters.
         """
         if not query.strip():
             raise ValueError("the query is empty")
-        expr = source_prefix_filter(source_prefix)
+        expr = _and(source_prefix_filter(source_prefix), CHUNK_FILTER)
         if mode is not SearchMode.BM25:
             load_params(self.store, self.embedder)  # follows a refit made by another process
         if mode is SearchMode.BM25:
@@ -230,13 +259,21 @@ class Retriever:
             return self._annotate([_hit(i + 1, r) for i, r in enumerate(raw or [])], side)
 
         if fusion is Fusion.CONVEX:
-            lists = self._search_sides(query, _SIDES, limit, expr)
-            dense_raw, (sparse_data, sparse_raw) = lists["dense"][1] or [], lists["sparse"]
+            section_limit = SECTION_DEPTH * limit if self.section_weight else 0
+            sections = _and(source_prefix_filter(source_prefix), SECTION_FILTER)
+            lists = self._search_sides(query, _SIDES, limit, expr, (section_limit, sections))
+            dense_raw, (sparse_data, sparse_raw, _) = lists["dense"][1] or [], lists["sparse"]
             if sparse_raw is None:  # no known term: the dense list alone
                 hits = [_hit(i + 1, r) for i, r in enumerate(dense_raw[:top_k])]
                 return self._annotate(hits, "dense")
             self_scores = self._self_scores(sparse_data)
-            hits = _convex(dense_raw, sparse_raw, weights, top_k, self_scores)
+            if not section_limit:
+                hits = _convex(dense_raw, sparse_raw, weights, top_k, self_scores)
+            else:
+                hits = _convex(dense_raw, sparse_raw, weights, 2 * limit, self_scores)
+                section_lists = (lists["dense"][2] or [], lists["sparse"][2] or [])
+                weight = self.section_weight
+                hits = by_section(hits, section_lists, weights, self_scores, weight)[:top_k]
             _set_stage(hits, dense_raw, "dense")
             _set_stage(hits, sparse_raw, "sparse")
             return hits
@@ -291,18 +328,30 @@ class Retriever:
         return [prune_query_terms(sparse_to_milvus(row)[0], self.sparse_query_terms)]
 
     def _search_sides(
-        self, query: str, sides: tuple[str, ...], limit: int, expr: str
-    ) -> dict[str, tuple[list, list[dict] | None]]:
-        """Each side's search data (see :meth:`_encode`) and hits (``None`` for a sparse
-        vector with no known term). With one encoder per side, each side is encoded and
-        searched on its own thread, so the dense search starts as soon as the dense vector
-        is ready while the sparse side runs beside it (milvus-lite 2.5 searches on one core
-        per request)."""
+        self,
+        query: str,
+        sides: tuple[str, ...],
+        limit: int,
+        expr: str,
+        sections: tuple[int, str] = (0, ""),
+    ) -> dict[str, tuple[list, list[dict] | None, list[dict] | None]]:
+        """Each side's search data (see :meth:`_encode`), chunk hits (``limit``, filter
+        ``expr``) and section hits (``sections``: how many and their filter; ``None`` when
+        that is 0). Hits are ``None`` for a sparse vector with no known term. With one
+        encoder per side, each side is encoded and searched on its own thread, so the dense
+        search starts as soon as the dense vector is ready while the sparse side runs beside
+        it (milvus-lite 2.5 searches on one core per request)."""
         encoded = self._encode(query, sides) if self._encoders is None else {}
+        section_limit, section_expr = sections
 
-        def search(side: str) -> tuple[list, list[dict] | None]:
+        def search(side: str) -> tuple[list, list[dict] | None, list[dict] | None]:
             data = encoded[side] if encoded else self._encode(query, (side,))[side]
-            return data, self.store.search(_FIELDS[side], data, limit, expr) if data else None
+            if not data:
+                return data, None, None
+            hits = self.store.search(_FIELDS[side], data, limit, expr)
+            if not section_limit:
+                return data, hits, None
+            return data, hits, self.store.search(_FIELDS[side], data, section_limit, section_expr)
 
         if len(sides) == 1:
             return {sides[0]: search(sides[0])}
@@ -362,6 +411,52 @@ def _convex(
     return [
         _hit(rank, rows[chunk_id] | {"distance": score})
         for rank, (chunk_id, score) in enumerate(fused, 1)
+    ]
+
+
+def by_section(
+    hits: list[Hit],
+    section_lists: tuple[list[dict], list[dict]],
+    weights: tuple[float, float],
+    self_scores: tuple[None, float] | None,
+    weight: float,
+) -> list[Hit]:
+    """``hits`` (chunks fused by :func:`rag.fusion.convex_combination`) rescored by their
+    sections, best first: ``(1 − weight) · hit.score + weight · s``, where ``s`` is the
+    hit's section's score in the convex fusion of the section rows' dense and sparse lists
+    (same ``weights`` and ``self_scores`` as the chunks; 0 for a section not among them).
+
+    A section row embeds a section's first tokens under its title and heading path
+    (``rag.chunking``), so a chunk of the section that answers a question ranks above an
+    equally similar chunk of a section about something else. The gain is the whole-section
+    ("parent document") signal of Milvus's FAQ dev split in English, where scoring whole
+    sections beats scoring chunks; the weight keeps the chunk's own match, which BEIR
+    abstracts need (docs/EVALUATION.md, "Section rows").
+
+    Each returned hit is ranked again from 1 (``rank``, ``fused_rank``), carries its new
+    ``score``, and its section's rank in the section fusion (``section_rank``). A hit's
+    section is its ``(source, heading, page)``. Ties keep the chunks' fused order.
+    """
+    dense, sparse = section_lists
+    fused = convex_combination(
+        [[(str(r["id"]), float(r["distance"])) for r in raw] for raw in (dense, sparse)],
+        weights,
+        max(1, len(dense) + len(sparse)),
+        self_scores,
+    )
+    entities = {str(r["id"]): r["entity"] for r in (*dense, *sparse)}
+    ranked: dict[tuple[str, str, int], tuple[int, float]] = {}
+    for rank, (row_id, score) in enumerate(fused, 1):
+        entity = entities[row_id]
+        ranked.setdefault((entity["source"], entity["heading"], int(entity["page"])), (rank, score))
+    rescored = []
+    for hit in hits:
+        rank, score = ranked.get((hit.source, hit.heading, hit.page), (None, 0.0))
+        rescored.append(((1 - weight) * hit.score + weight * score, rank, hit))
+    rescored.sort(key=lambda item: -item[0])
+    return [
+        dataclasses.replace(hit, rank=i, fused_rank=i, score=score, section_rank=rank)
+        for i, (score, rank, hit) in enumerate(rescored, 1)
     ]
 
 

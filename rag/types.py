@@ -46,9 +46,11 @@ class Chunk:
         source: path of the file the chunk came from.
         title: the document title.
         heading: heading path joined with `` > ``.
-        chunk_index: 0-based position of the chunk inside its document.
+        chunk_index: 0-based position of the chunk inside its document; negative for a
+            section row (``rag.chunking.section_index``).
         page: 1-based page number, 0 when the format has no pages.
-        text: the chunk's text (what is shown to the user).
+        text: the chunk's text (what is shown to the user); a section row's is the first
+            tokens of its section.
         file_hash: sha256 hex of the source file's bytes when it was chunked.
         language: the text's language code (``rag.language.detect``: ``en``, ``de``, ``zh``),
             set at ingest; ``""`` when unknown (not detected yet, or read from a collection
@@ -65,6 +67,11 @@ class Chunk:
     file_hash: str
     language: str = ""
 
+    @property
+    def is_section(self) -> bool:
+        """Whether this is a section row rather than a chunk."""
+        return self.chunk_index < 0
+
 
 @dataclass
 class Hit:
@@ -79,6 +86,9 @@ class Hit:
         dense_score, sparse_score: the matching raw similarity scores (inner product).
         fused_rank: 1-based rank in the retrieved (fused) list, before any reranking.
         rerank_score: the reranker's score, when a reranker ran.
+        section_rank: 1-based rank of the chunk's section in the fused list of section rows
+            (``rag.retriever``, convex fusion), ``None`` when its section was not among them
+            or no section list was searched.
     """
 
     rank: int
@@ -96,3 +106,4 @@ class Hit:
     sparse_score: float | None = None
     fused_rank: int | None = None
     rerank_score: float | None = None
+    section_rank: int | None = None

@@ -105,7 +105,9 @@ def ingest_folder(uri, settings, embedder, folder, dense_index="FLAT", analyzer=
     profile = CollectionProfile.of(embedder)
     store = MilvusStore.open(uri, "docs", profile, dense_index=dense_index, analyzer=analyzer)
     try:
-        chunker = Chunker(embedder.tokenizer, settings.chunk_size, settings.chunk_overlap)
+        chunker = Chunker(
+            embedder.tokenizer, settings.chunk_size, settings.chunk_overlap, settings.section_tokens
+        )
         return Ingestor(store, embedder, chunker).run(discover([folder]).files)
     finally:
         store.close()

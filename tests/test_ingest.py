@@ -48,9 +48,10 @@ def store(tmp_path, embedder):
 
 
 def make_ingestor(store, embedder, settings) -> Ingestor:
-    return Ingestor(
-        store, embedder, Chunker(embedder.tokenizer, settings.chunk_size, settings.chunk_overlap)
+    chunker = Chunker(
+        embedder.tokenizer, settings.chunk_size, settings.chunk_overlap, settings.section_tokens
     )
+    return Ingestor(store, embedder, chunker)
 
 
 def run(ingestor, folder):
@@ -90,10 +91,9 @@ def test_changed_file_replaces_exactly_its_own_chunks(folder, store, embedder, s
         ("ivf-sq8.md", Status.UNCHANGED),
     }
     assert {s: store.chunk_ids(s) for s in others} == before
-    expected = Chunker(embedder.tokenizer, settings.chunk_size, settings.chunk_overlap).chunk(
-        load_document(changed), "x"
-    )
-    assert store.chunk_ids(str(changed)) == {c.chunk_id for c in expected}
+    expected, sections = ingestor.chunker.rows(load_document(changed), "x")
+    assert sections  # the section rows are replaced with the chunks
+    assert store.chunk_ids(str(changed)) == {c.chunk_id for c in expected + sections}
     # Only the new tail was embedded: earlier chunks kept their content-derived ids.
     assert 0 < report.chunks_written < len(expected)
     assert store.files()[str(changed)].n_chunks == len(expected)

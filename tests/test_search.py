@@ -314,6 +314,7 @@ def test_convex_fusion_normalises_the_sparse_list_by_the_querys_own_score(
     from rag.retriever import prune_query_terms
     from rag.store import sparse_to_milvus
 
+    retriever.section_weight = 0.0  # the chunk lists alone (section rows: test_sections.py)
     vector = sparse_to_milvus(embedder.encode_queries([question]).sparse)[0]
     pruned = prune_query_terms(vector, retriever.sparse_query_terms)
     self_score = sum(w * w for w in pruned.values())
@@ -338,6 +339,7 @@ def test_convex_fusion_normalises_the_sparse_list_by_the_querys_own_score(
 
 def test_convex_fusion_fuses_the_two_real_lists(retriever):
     question = KNOWN[1][0]
+    retriever.section_weight = 0.0  # the chunk lists alone (section rows: test_sections.py)
     dense = retriever.search(question, top_k=50, mode=SearchMode.DENSE)
     sparse = retriever.search(question, top_k=50, mode=SearchMode.SPARSE)
     fused = retriever.search(question, top_k=8, fusion=Fusion.CONVEX, weights=(0.5, 0.5))

@@ -211,8 +211,10 @@ def test_hybrid_search_without_llm_shows_the_hits_with_stage_ranks_and_why(
     for hit, row in zip(expected, shown_hits(at), strict=True):
         dense = f"dense #{hit.dense_rank}" if hit.dense_rank else "dense –"
         sparse = f"sparse #{hit.sparse_rank}" if hit.sparse_rank else "sparse –"
+        section = f" · section #{hit.section_rank}" if hit.section_rank else ""
         fused = f"fused #{hit.fused_rank}"  # its rank before the cap of one passage a page
-        assert row["stages"] == f"{dense} · {sparse} · {fused} · score {hit.score:.4f}"
+        assert row["stages"] == f"{dense} · {sparse}{section} · {fused} · score {hit.score:.4f}"
+    assert any(hit.section_rank for hit in expected)
     (warning,) = at.warning
     assert rendered_text(warning.value) == f"No generated answer: {NO_LLM}"
     assert [m.name for m in at.main.chat_message] == ["user", "assistant"]
@@ -407,6 +409,9 @@ def test_stage_line_shows_every_rank_and_the_rerank_score(app_module):
     assert app_module.stage_line(hit, SearchMode.HYBRID) == (
         "dense #4 · sparse – · fused #3 · score 0.0320 · rerank 0.8700")
     assert app_module.stage_line(hit, SearchMode.BM25) == "bm25 #3 · score 0.0320 · rerank 0.8700"
+    hit.section_rank = 2
+    assert app_module.stage_line(hit, SearchMode.HYBRID) == (
+        "dense #4 · sparse – · section #2 · fused #3 · score 0.0320 · rerank 0.8700")
 
 
 def test_missing_collection_shows_the_stores_message(start_app, ingested, embedder):

@@ -189,13 +189,16 @@ def show_stats(stats: dict) -> None:
 
 def stage_line(hit: Hit, mode: SearchMode) -> str:
     """A hit's rank in each searched list, its retrieval score and its rerank score:
-    ``dense #3 · sparse #1 · fused #2 · score 0.0320 · rerank 0.8731``."""
+    ``dense #3 · sparse #1 · section #2 · fused #2 · score 0.0320 · rerank 0.8731`` (the
+    section stage when the hit's section ranked among the section rows)."""
     retrieved = hit.fused_rank or hit.rank
     if mode is SearchMode.HYBRID:
         stages = [
             f"{stage} #{rank}" if rank else f"{stage} –"
             for stage, rank in (("dense", hit.dense_rank), ("sparse", hit.sparse_rank))
         ]
+        if hit.section_rank is not None:
+            stages.append(f"section #{hit.section_rank}")
         parts = [*stages, f"fused #{retrieved}", f"score {hit.score:.4f}"]
     else:
         parts = [f"{mode.value} #{retrieved}", f"score {hit.score:.4f}"]

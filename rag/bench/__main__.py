@@ -82,7 +82,9 @@ def ingest(
     documents = list(dataset.documents())[:limit_docs]
     profiles = profile or [settings.profile]
     embedder = build_embedder(settings.model_copy(update={"profile": profiles[0]}))
-    chunker = Chunker(embedder.tokenizer, settings.chunk_size, settings.chunk_overlap)
+    chunker = Chunker(
+        embedder.tokenizer, settings.chunk_size, settings.chunk_overlap, settings.section_tokens
+    )
     reference = reference and len(profiles) == 1 and embedder.sparse_name.startswith("splade")
     with tempfile.TemporaryDirectory(dir=db_dir) as folder:
         runs = []
@@ -91,7 +93,10 @@ def ingest(
                 if i:
                     embedder = build_embedder(settings.model_copy(update={"profile": name}))
                     chunker = Chunker(
-                        embedder.tokenizer, settings.chunk_size, settings.chunk_overlap
+                        embedder.tokenizer,
+                        settings.chunk_size,
+                        settings.chunk_overlap,
+                        settings.section_tokens,
                     )
                 err.print(f"profile {name}: {len(documents)} documents…")
                 db = str(Path(folder) / f"ours_{i}.db")

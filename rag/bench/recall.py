@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rag.store import DENSE_FIELD, MilvusStore
+from rag.store import CHUNK_FILTER, DENSE_FIELD, MilvusStore
 from rag.store.schema import STRONG
 
 _PAGE = 10_000  # rows per query_iterator page
@@ -40,8 +40,9 @@ class RecallResult:
 
 
 def stored_vectors(store: MilvusStore) -> np.ndarray:
-    """Every dense vector of the collection: ``float32 [rows, dim]``, read a page of 10,000
-    rows at a time into one array allocated up front (1.5 GB at 1M rows × 384, held once).
+    """Every chunk's dense vector (section rows left out): ``float32 [chunks, dim]``,
+    read a page of 10,000 rows at a time into one array allocated up front (1.5 GB at 1M
+    rows × 384, held once).
 
     Raises:
         ValueError: the collection gained rows while it was read.
@@ -50,7 +51,11 @@ def stored_vectors(store: MilvusStore) -> np.ndarray:
     vectors = np.empty((store.count_chunks(), store.profile.dim), np.float32)
     filled = 0
     iterator = store.client.query_iterator(
-        store.collection, batch_size=_PAGE, filter="", output_fields=[DENSE_FIELD], **STRONG
+        store.collection,
+        batch_size=_PAGE,
+        filter=CHUNK_FILTER,
+        output_fields=[DENSE_FIELD],
+        **STRONG,
     )
     try:
         while batch := iterator.next():

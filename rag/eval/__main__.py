@@ -209,7 +209,9 @@ def _evaluate(
         reranker = build_reranker(settings, embedder)
     except (UnknownRerankerError, RerankError, OSError) as error:
         fail(f"reranker: {error}")
-    chunker = Chunker(embedder.tokenizer, settings.chunk_size, settings.chunk_overlap)
+    chunker = Chunker(
+        embedder.tokenizer, settings.chunk_size, settings.chunk_overlap, settings.section_tokens
+    )
     chunking = ChunkingConfig.of(settings, chunker)
     token = settings.milvus_token.get_secret_value() if settings.milvus_token else None
     try:
@@ -268,6 +270,7 @@ def _evaluate(
         candidates=top_k,
         sparse_query_terms=settings.sparse_query_terms,
         normalisation=settings.normalisation,
+        section_weight=settings.section_weight,
     )
 
     rows = []

@@ -30,12 +30,14 @@ from rag.store.records import META_SUFFIX, PARAMS_SUFFIX, read_records
 from rag.store.schema import (
     BM25_FIELD,
     CHUNK_FIELDS,
+    CHUNK_FILTER,
     DENSE_FIELD,
     DENSE_INDEXES,
     LEXICAL_ANALYZERS,
     LEXICAL_FIELD,
     MAX_SOURCE_BYTES,
     SCHEMA_VERSION,
+    SECTION_FILTER,
     SPARSE_FIELD,
     fit_bytes,
 )
@@ -43,6 +45,7 @@ from rag.store.schema import (
 __all__ = [
     "BM25_FIELD",
     "CHUNK_FIELDS",
+    "CHUNK_FILTER",
     "DENSE_FIELD",
     "DENSE_INDEXES",
     "FILES_SUFFIX",
@@ -54,6 +57,7 @@ __all__ = [
     "PARAMS_SUFFIX",
     "PROFILE_KEY",
     "SCHEMA_VERSION",
+    "SECTION_FILTER",
     "SPARSE_FIELD",
     "CollectionProfile",
     "FileRecord",

@@ -29,6 +29,7 @@ from rag.store.schema import (
     BATCH_ROWS,
     BM25_FIELD,
     CHUNK_FIELDS,
+    CHUNK_FILTER,
     DENSE_FIELD,
     DENSE_INDEXES,
     LANGUAGE_FIELD,
@@ -323,8 +324,8 @@ class MilvusStore:
 
     def chunks_at(self, source: str, indexes: Iterable[int]) -> list[Chunk]:
         """The stored chunks of ``source`` at the chunk indexes ``indexes``, by index (an
-        index with no chunk is left out; during a file's switch an index can have two
-        chunks, one per ``file_hash``).
+        index with no chunk, or a section row's negative index, is left out; during a
+        file's switch an index can have two chunks, one per ``file_hash``).
 
         One query per ``BATCH_ROWS`` indexes, at the collection's own consistency like the
         searches (Bounded on a server): chunks are read for hits the search just returned.
@@ -335,7 +336,7 @@ class MilvusStore:
             batch = ", ".join(map(str, wanted[start : start + BATCH_ROWS]))
             rows = self.client.query(
                 self.collection,
-                filter=f"source == {quote(source)} and chunk_index in [{batch}]",
+                filter=f"source == {quote(source)} and chunk_index in [{batch}] and {CHUNK_FILTER}",
                 output_fields=CHUNK_FIELDS,
             )
             chunks.extend(row_chunk(row) for row in rows)
@@ -354,44 +355,50 @@ class MilvusStore:
         return int(rows[0]["count(*)"])
 
     def count_chunks(self, language: str | None = None) -> int:
-        """Number of chunks in the collection; with ``language``, of the chunks whose
-        language is that code (one indexed ``count(*)`` query).
+        """Number of chunks in the collection (section rows not counted); with
+        ``language``, of the chunks whose language is that code (one indexed ``count(*)``
+        query).
 
         Raises:
             ValueError: ``language`` given for a collection that records no languages
                 (schema v2: :attr:`languages` is false).
         """
-        if language is None:
-            return self._count(self.collection)
-        if not self.languages:
-            raise ValueError(f"collection {self.collection!r} records no chunk languages")
+        condition = CHUNK_FILTER
+        if language is not None:
+            if not self.languages:
+                raise ValueError(f"collection {self.collection!r} records no chunk languages")
+            condition += f" and {LANGUAGE_FIELD} == {quote(language)}"
         rows = self.client.query(
-            self.collection,
-            filter=f"{LANGUAGE_FIELD} == {quote(language)}",
-            output_fields=["count(*)"],
-            **STRONG,
+            self.collection, filter=condition, output_fields=["count(*)"], **STRONG
         )
         return int(rows[0]["count(*)"])
 
-    def _scan(self, fields: list[str]) -> Iterator[dict]:
-        """Every row of the chunk collection with ``fields``, 1,000 rows per request."""
+    def _scan(self, fields: list[str], condition: str = "") -> Iterator[dict]:
+        """Every row of the chunk collection (that meets ``condition``) with ``fields``,
+        1,000 rows per request."""
         iterator = self.client.query_iterator(
-            self.collection, batch_size=1000, filter="", output_fields=fields, **STRONG
+            self.collection, batch_size=1000, filter=condition, output_fields=fields, **STRONG
         )
         while batch := iterator.next():
             yield from batch
         iterator.close()
 
     def all_chunk_ids(self) -> set[str]:
-        """Every chunk id (reads the whole collection)."""
-        return {row["id"] for row in self._scan(["id"])}
+        """Every chunk id, section rows left out (reads the whole collection)."""
+        return {row["id"] for row in self._scan(["id"], CHUNK_FILTER)}
 
     def sources(self) -> set[str]:
         """Every source that has chunks, committed or not (reads the whole collection)."""
         return {row["source"] for row in self._scan(["source"])}
 
     def all_chunks(self) -> list[Chunk]:
-        """Every stored chunk, without vectors (reads the whole collection: for refits)."""
+        """Every stored chunk, section rows left out, without vectors (reads the whole
+        collection)."""
+        return [row_chunk(row) for row in self._scan(CHUNK_FIELDS, CHUNK_FILTER)]
+
+    def all_rows(self) -> list[Chunk]:
+        """Every stored row, chunks and section rows, without vectors (reads the whole
+        collection: for refits)."""
         return [row_chunk(row) for row in self._scan(CHUNK_FIELDS)]
 
     def update_sparse(self, chunk_ids: Sequence[str], matrix: sparse.csr_array) -> None:

@@ -21,6 +21,11 @@ SPARSE_FIELD = "sparse"
 LEXICAL_FIELD = "lexical_text"  # what BM25 reads: the embedded text (rag.chunking.embedding_text)
 BM25_FIELD = "bm25"  # filled by Milvus's BM25 function from LEXICAL_FIELD (its analyzer)
 LANGUAGE_FIELD = "language"  # the chunk text's language code (rag.language), "" when unknown
+# Rows of the chunk collection are chunks (chunk_index >= 0) and section rows (negative
+# chunk_index, rag.chunking.section_index): every search and count says which it reads.
+# A collection ingested without section rows simply matches no SECTION_FILTER row.
+CHUNK_FILTER = "chunk_index >= 0"
+SECTION_FILTER = "chunk_index < 0"
 # The analyzers of LEXICAL_FIELD (Milvus docs, "Analyzer Overview"; milvus-lite 3.x has these
 # two tokenizers): `standard` splits on spaces and punctuation and lowercases, which leaves a
 # run of Chinese characters one token; `jieba` segments Chinese words with its dictionary.

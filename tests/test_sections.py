@@ -60,6 +60,9 @@ def test_the_store_holds_section_rows_that_chunk_counts_leave_out(ingested, retr
         store.collection, filter=SECTION_FILTER, output_fields=["count(*)"]
     )[0]["count(*)"]
     assert stored == len(sections)
+    source = sections[0].source
+    assert store.count_chunks(source=source) == sum(c.source == source for c in chunks)
+    assert len(store.chunk_ids(source)) == sum(r.source == source for r in rows)
     # every section row names the first chunk of its section
     first = {(c.source, c.chunk_index): c for c in chunks}
     for row in sections:

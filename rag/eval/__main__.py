@@ -333,7 +333,7 @@ def _evaluate(
                     budgets,
                     seeds=settings.llm_passages,
                     hit_lists=_hit_lists(settings),
-                    count=lambda source: len(store.chunk_ids(source)),
+                    count=lambda source: store.count_chunks(source=source),
                 )
                 rows.extend(_context_row(dataset, embedder, result.mode, name, r) for r in recall)
     store.close()

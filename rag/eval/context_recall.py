@@ -103,7 +103,7 @@ def context_recall(
         seeds: hits that seed the expanded context.
         hit_lists: name → hit list to build the context from (default ``{"top-k": ranked}``);
             a page-grouped variant is ``lambda hits: cap_per_source(hits, 2)``.
-        count: source → its number of stored chunks (``len(store.chunk_ids(source))``);
+        count: source → its number of stored chunks (``store.count_chunks(source=source)``);
             given, the rows also count queries whose relevant document is whole in the
             context (``plain_whole``, ``expanded_whole``).
 

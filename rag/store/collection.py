@@ -312,7 +312,7 @@ class MilvusStore:
         self.chunks_changed += len(ids)
 
     def chunk_ids(self, source: str) -> set[str]:
-        """Ids of every stored chunk of ``source`` (of any version)."""
+        """Ids of every stored row of ``source``, chunks and section rows (of any version)."""
         rows = self.client.query(
             self.collection, filter=f"source == {quote(source)}", output_fields=["id"], **STRONG
         )
@@ -354,16 +354,18 @@ class MilvusStore:
         rows = self.client.query(collection, filter="", output_fields=["count(*)"], **STRONG)
         return int(rows[0]["count(*)"])
 
-    def count_chunks(self, language: str | None = None) -> int:
+    def count_chunks(self, language: str | None = None, source: str | None = None) -> int:
         """Number of chunks in the collection (section rows not counted); with
-        ``language``, of the chunks whose language is that code (one indexed ``count(*)``
-        query).
+        ``language``, of the chunks whose language is that code, with ``source``, of that
+        file's chunks (one indexed ``count(*)`` query).
 
         Raises:
             ValueError: ``language`` given for a collection that records no languages
                 (schema v2: :attr:`languages` is false).
         """
         condition = CHUNK_FILTER
+        if source is not None:
+            condition += f" and source == {quote(source)}"
         if language is not None:
             if not self.languages:
                 raise ValueError(f"collection {self.collection!r} records no chunk languages")

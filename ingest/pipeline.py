@@ -293,16 +293,8 @@ class Ingestor:
         stored as the version that was read, and the next run sees the change.
         """
         source = str(path)
-        if not _utf8(source):
-            return FileOutcome(source, Status.FAILED, reason=_NOT_UTF8_PATH), None
-        if any(ord(char) < 32 or ord(char) == 127 for char in source):
-            return FileOutcome(source, Status.FAILED, reason=_CONTROL_PATH), None
-        if (size := len(source.encode())) > MAX_SOURCE_BYTES:
-            reason = (
-                f"path is {size} bytes long; the collection stores paths of up to "
-                f"{MAX_SOURCE_BYTES} bytes (move or rename it)"
-            )
-            return FileOutcome(source, Status.FAILED, reason=reason), None
+        if refused := self._refused(source):
+            return refused, None
         try:
             read = read_file(path, max_bytes=self.max_bytes)
             file_hash = hashlib.sha256(read.data).hexdigest()
@@ -317,11 +309,31 @@ class Ingestor:
         self, document: Document, stored: FileRecord | None
     ) -> tuple[FileOutcome | None, _Pending | None]:
         """:meth:`_prepare` for a document already in memory."""
+        if refused := self._refused(document.source):
+            return refused, None
         version = document_hash(document)
         if self._unchanged(stored, version):
             return FileOutcome(document.source, Status.UNCHANGED), None
         size = sum(len(s.text.encode()) for s in document.sections)
         return self._pending(document, version, size, 0, stored)
+
+    def _refused(self, source: str) -> FileOutcome | None:
+        """A failed outcome, with the reason, for a source that cannot be stored and found
+        again: not UTF-8, holding a control character, too long, or, in a Milvus Lite db,
+        holding an apostrophe."""
+        reason = None
+        if not _utf8(source):
+            reason = _NOT_UTF8_PATH
+        elif any(ord(char) < 32 or ord(char) == 127 for char in source):
+            reason = _CONTROL_PATH
+        elif (size := len(source.encode())) > MAX_SOURCE_BYTES:
+            reason = (
+                f"path is {size} bytes long; the collection stores paths of up to "
+                f"{MAX_SOURCE_BYTES} bytes (move or rename it)"
+            )
+        elif "'" in source and self.store.lite:
+            reason = _APOSTROPHE_PATH
+        return FileOutcome(source, Status.FAILED, reason=reason) if reason else None
 
     def _unchanged(self, stored: FileRecord | None, version: str) -> bool:
         """Whether the stored record is of this version, chunked the way this run chunks."""
@@ -458,6 +470,14 @@ _NOT_UTF8_PATH = "path is not valid UTF-8 (it cannot be stored; rename it)"
 # character as escaped: such a file could be stored but never found again to update or prune.
 _CONTROL_PATH = (
     "path holds a line break or another control character (it cannot be stored; rename it)"
+)
+
+
+# Milvus Lite 2.5's engine writes a key into its SQL unescaped: a manifest or journal row
+# keyed by a path with an apostrophe is never updated or deleted (upsert and delete fail).
+_APOSTROPHE_PATH = (
+    "path holds an apostrophe ('), which a Milvus Lite db cannot update or delete by "
+    "(rename it, or use a Milvus server)"
 )
 
 

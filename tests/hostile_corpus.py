@@ -349,6 +349,13 @@ def build_hostile_corpus(root: Path) -> list[Case]:
         "Spaces in the name.",
     )
     write(
+        "name with an apostrophe (Milvus Lite cannot update or delete its manifest row)",
+        "bob's notes.md",
+        "# Notes\n\nAn apostrophe in the name.\n",
+        failed,
+        "path holds an apostrophe",
+    )
+    write(
         "name with a newline",
         "two\nlines.md",
         "# Two\n\nA newline in the name.\n",

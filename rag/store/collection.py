@@ -98,6 +98,11 @@ class MilvusStore:
         self.languages = False  # whether chunks record their language (schema v3), set at open
         self.chunks_changed = 0  # chunk rows written or deleted through this object
 
+    @property
+    def lite(self) -> bool:
+        """Whether the collection lives in a Milvus Lite db (a ``*.db`` path)."""
+        return self.uri.endswith(".db")
+
     # ----------------------------------------------------------------- lifecycle
     @classmethod
     def open(

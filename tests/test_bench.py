@@ -121,7 +121,7 @@ def test_grow_reports_each_copied_page_and_stops_at_the_target(ingested, embedde
 
 def test_grow_with_repeat_copies_the_sources_again_under_new_ids(ingested, embedder, tmp_path):
     from rag.bench.grow import find_sources, grow
-    from rag.store import CollectionProfile, MilvusStore
+    from rag.store import CHUNK_FILTER, CollectionProfile, MilvusStore
 
     uri, collection, report = ingested
     profile = CollectionProfile.of(embedder)
@@ -132,8 +132,8 @@ def test_grow_with_repeat_copies_the_sources_again_under_new_ids(ingested, embed
         with pytest.raises(ValueError, match="more are needed"):
             grow(store, sources, target)  # without repeat the sources are too few
         assert grow(store, sources, target, repeat=True) == target == store.count_chunks()
-        rows = store.client.query(
-            "grown", filter="", limit=target + 1, output_fields=["source", "text"]
+        rows = store.client.query(  # the chunks (their section rows were copied with them)
+            "grown", filter=CHUNK_FILTER, limit=target + 1, output_fields=["source", "text"]
         )
         assert len({row["id"] for row in rows}) == target  # every copy under its own id
         copies = {row["source"].split(":", 1)[0] for row in rows}

@@ -280,7 +280,7 @@ def test_context_recall_counts_a_relevant_source_in_the_context(store, embedder,
     rows = context_recall(final, qrels, store.chunks_at, embedder.tokenizer,
                           [six + 400, 100_000], seeds=2,
                           hit_lists={"top-k": ranked, "capped": lambda h: cap_per_source(h, 1)},
-                          count=lambda source: len(store.chunk_ids(source)))
+                          count=lambda source: store.count_chunks(source=source))
 
     by = {(r.hits, r.budget): (r.plain, r.expanded) for r in rows}
     whole = {(r.hits, r.budget): (r.plain_whole, r.expanded_whole) for r in rows}

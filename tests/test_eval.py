@@ -298,14 +298,14 @@ def test_a_judged_query_without_text_finds_nothing_and_counts_zero(ingested, emb
     stopping the run."""
     from rag.eval.runner import EvalMode, run_mode
     from rag.retriever import Retriever
-    from rag.settings import Settings
+    from rag.settings import Fusion, Settings
 
     uri, collection, _ = ingested
     retriever = Retriever.from_settings(
         Settings(_env_file=None, milvus_uri=uri, collection=collection), embedder
     )
-    source = retriever.search("HNSW proximity graph", top_k=1)[0].source
     queries = {"empty": "  ", "hnsw": "How does HNSW build its proximity graph?"}
+    source = retriever.search(queries["hnsw"], top_k=1, fusion=Fusion.RRF)[0].source
     qrels = {"empty": {source: 1}, "hnsw": {source: 1}}
     (result,) = run_mode(retriever, queries, qrels, EvalMode.HYBRID_RRF, top_k=20)
     retriever.store.close()

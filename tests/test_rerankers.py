@@ -719,16 +719,16 @@ def test_eval_scores_the_retrieved_and_the_reranked_ranking_of_one_retrieval(
     qrels = {qid: {retriever.search(text, top_k=1)[0].source: 1} for qid, text in queries.items()}
     base, reranked = run_mode(
         retriever, queries, qrels, EvalMode.HYBRID_RRF, top_k=40, reranker=cross_encoder,
-        rerank_depth=6,
+        rerank_depth=10,
     )  # fmt: skip
 
     assert (base.mode, reranked.mode) == ("hybrid-rrf", "hybrid-rrf+rerank")
     for qid, text in queries.items():
         hits = retriever.search(text, top_k=40, fusion=Fusion.RRF, stage_ranks=False)
-        head = cross_encoder.rerank(text, hits[:6])
+        head = cross_encoder.rerank(text, hits[:10])
         assert base.rankings[qid] == collapse_to_documents([h.source for h in hits], 100)
         assert reranked.rankings[qid] == collapse_to_documents(
-            [h.source for h in (*head, *hits[6:])], 100
+            [h.source for h in (*head, *hits[10:])], 100
         )
     assert base.rankings != reranked.rankings
     assert reranked.scores["recall@100"] == base.scores["recall@100"]

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 
 from rag.store import (
     BM25_FIELD,
+    CHUNK_FILTER,
     FILES_SUFFIX,
     JOURNAL_SUFFIX,
     MAX_SOURCE_BYTES,
@@ -38,7 +39,8 @@ _PAGE = 1_000  # rows per query_iterator page and per insert
 
 @dataclass(frozen=True)
 class Source:
-    """A collection to copy chunks from: its db, name and chunk count."""
+    """A collection to copy chunks from: its db, name and chunk count (section rows not
+    counted; they are copied with their chunks)."""
 
     uri: str
     collection: str
@@ -66,8 +68,9 @@ def find_sources(uris: list[str], profile: CollectionProfile) -> list[Source]:
                     record.get(k) for k in ("dense_model", "sparse_model", "dim", "schema_version")
                 )
                 if have == wanted and record.get("sparse_params", "") == "":
-                    rows = client.get_collection_stats(name)["row_count"]
-                    found.append(Source(uri, name, int(rows)))
+                    client.load_collection(name)
+                    rows = client.query(name, filter=CHUNK_FILTER, output_fields=["count(*)"])
+                    found.append(Source(uri, name, int(rows[0]["count(*)"])))
         finally:
             disconnect(client, uri)
     return found
@@ -119,9 +122,9 @@ def grow(
     on_copied: Callable[[int], None] = lambda n: None,
     repeat: bool = False,
 ) -> int:
-    """Copy chunks from ``sources`` (in order) into ``store`` until it holds ``target``
-    chunks; returns the chunks it holds. ``on_copied(n)`` follows each page of ``n``
-    chunks written. Flushes at the end.
+    """Copy chunks, with their section rows, from ``sources`` (in order) into ``store``
+    until it holds ``target`` chunks; returns the chunks it holds. ``on_copied(n)`` follows
+    each page of ``n`` chunks written. Flushes at the end.
 
     With ``repeat``, sources that hold too few chunks are copied again under new ids and
     sources (``copy1:…``, ``copy2:…``) until the target is reached: such a collection is
@@ -141,14 +144,26 @@ def grow(
             "more corpora with this profile (python -m rag.eval DATASET …) first"
         )
     for page in _pages(sources, repeat) if needed > 0 else ():
-        page = page[: target - have]
+        page, chunks = _up_to(page, target - have)
         store.client.insert(store.collection, page)
-        have += len(page)
-        on_copied(len(page))
+        have += chunks
+        on_copied(chunks)
         if have >= target:
             break
     store.flush()
     return have
+
+
+def _up_to(page: list[dict], chunks: int) -> tuple[list[dict], int]:
+    """The first rows of ``page`` that hold at most ``chunks`` chunks, with the section rows
+    among them, and how many chunks they hold."""
+    taken = 0
+    for end, row in enumerate(page):
+        if row["chunk_index"] >= 0:
+            if taken == chunks:
+                return page[:end], taken
+            taken += 1
+    return page, taken
 
 
 def describe(sources: list[Source]) -> list[dict]:

@@ -98,7 +98,7 @@ def twin_kth_scores(exact: MilvusStore, queries: np.ndarray, k: int) -> np.ndarr
         raise ValueError(f"{exact.collection} has a {built} dense index; exact search needs FLAT")
     kth = []
     for query in queries:
-        hits = exact.search(DENSE_FIELD, [query], k)
+        hits = exact.search(DENSE_FIELD, [query], k, CHUNK_FILTER)
         if len(hits) < k:
             raise ValueError(f"{exact.collection} holds fewer than k={k} vectors")
         kth.append(hits[-1]["distance"])
@@ -126,6 +126,6 @@ def dense_recall(
         kth = twin_kth_scores(exact, queries, k)
     found = []
     for query, threshold in zip(queries, kth, strict=True):
-        hits: Sequence[dict] = store.search(DENSE_FIELD, [query], k)
+        hits: Sequence[dict] = store.search(DENSE_FIELD, [query], k, CHUNK_FILTER)
         found.append(sum(hit["distance"] >= threshold - _TIE for hit in hits) / k)
     return RecallResult(k, len(queries), rows, float(np.mean(found)))

@@ -238,7 +238,10 @@ class Settings(BaseSettings):
     llm_max_tokens: int = Field(256, ge=1, description="Most tokens generated per answer.")
     llm_temperature: float = Field(0.0, ge=0, le=2)
     llm_passages: int = Field(
-        5, ge=1, description="Best hits given to the LLM, each seeding one passage."
+        8,
+        ge=1,
+        description="Best hits given to the LLM, each seeding one passage (docs/EVALUATION.md, "
+        "'Context for the answer').",
     )
     context_tokens: int = Field(
         2000,

@@ -105,11 +105,11 @@ def refit(store: MilvusStore, embedder: Embedder, reason: str) -> RefitReport | 
         raise ValueError(f"profile {embedder.profile!r} has no fitted sparse function")
     started = time.perf_counter()
     chunks = store.all_rows()  # with the section rows, whose vectors follow the fit too
-    fitted = [embedding_text(chunk) for chunk in chunks if not chunk.is_section]
+    texts = [embedding_text(chunk) for chunk in chunks]
+    fitted = [text for text, chunk in zip(texts, chunks, strict=True) if not chunk.is_section]
     if not fitted:
         store.write_records(state_record(FitState()))
         return None
-    texts = [embedding_text(chunk) for chunk in chunks]
     sparse.fit(fitted)
     fingerprint = sparse.fingerprint
     store.write_params(fingerprint, params_text(sparse))

@@ -104,9 +104,7 @@ def main(
     except (StoreError, APIError, ValueError) as error:  # ValueError: an unknown index or analyzer
         fail(error)
 
-    chunker = Chunker(
-        embedder.tokenizer, settings.chunk_size, settings.chunk_overlap, settings.section_tokens
-    )
+    chunker = Chunker.from_settings(embedder.tokenizer, settings)
     ingestor = Ingestor(store, embedder, chunker, max_bytes=int(settings.max_file_mb * 1_000_000))
     with ProgressBars() as progress:
         files_task = progress.add("files", total=len(found.files))

@@ -13,9 +13,13 @@ from __future__ import annotations
 import bisect
 import hashlib
 import re
+from typing import TYPE_CHECKING
 
 from rag.embedders.base import TokenCounter
 from rag.types import Chunk, Document, Section
+
+if TYPE_CHECKING:
+    from rag.settings import Settings
 
 CHUNKER_VERSION = "v1"  # bump when the splitting algorithm changes
 HEADING_SEPARATOR = " > "
@@ -82,6 +86,12 @@ class Chunker:
         self.chunk_size = chunk_size
         self.overlap = overlap
         self.section_tokens = section_tokens
+
+    @classmethod
+    def from_settings(cls, tokenizer: TokenCounter, settings: Settings) -> Chunker:
+        """The chunker of ``settings``: ``RAG_CHUNK_SIZE``, ``RAG_CHUNK_OVERLAP`` and
+        ``RAG_SECTION_TOKENS``, counting with ``tokenizer``."""
+        return cls(tokenizer, settings.chunk_size, settings.chunk_overlap, settings.section_tokens)
 
     @property
     def signature(self) -> str:

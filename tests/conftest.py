@@ -105,9 +105,7 @@ def ingest_folder(uri, settings, embedder, folder, dense_index="FLAT", analyzer=
     profile = CollectionProfile.of(embedder)
     store = MilvusStore.open(uri, "docs", profile, dense_index=dense_index, analyzer=analyzer)
     try:
-        chunker = Chunker(
-            embedder.tokenizer, settings.chunk_size, settings.chunk_overlap, settings.section_tokens
-        )
+        chunker = Chunker.from_settings(embedder.tokenizer, settings)
         return Ingestor(store, embedder, chunker).run(discover([folder]).files)
     finally:
         store.close()

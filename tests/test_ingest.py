@@ -48,9 +48,7 @@ def store(tmp_path, embedder):
 
 
 def make_ingestor(store, embedder, settings) -> Ingestor:
-    chunker = Chunker(
-        embedder.tokenizer, settings.chunk_size, settings.chunk_overlap, settings.section_tokens
-    )
+    chunker = Chunker.from_settings(embedder.tokenizer, settings)
     return Ingestor(store, embedder, chunker)
 
 

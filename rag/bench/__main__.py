@@ -82,9 +82,7 @@ def ingest(
     documents = list(dataset.documents())[:limit_docs]
     profiles = profile or [settings.profile]
     embedder = build_embedder(settings.model_copy(update={"profile": profiles[0]}))
-    chunker = Chunker(
-        embedder.tokenizer, settings.chunk_size, settings.chunk_overlap, settings.section_tokens
-    )
+    chunker = Chunker.from_settings(embedder.tokenizer, settings)
     reference = reference and len(profiles) == 1 and embedder.sparse_name.startswith("splade")
     with tempfile.TemporaryDirectory(dir=db_dir) as folder:
         runs = []
@@ -92,12 +90,7 @@ def ingest(
             for i, name in enumerate(profiles):
                 if i:
                     embedder = build_embedder(settings.model_copy(update={"profile": name}))
-                    chunker = Chunker(
-                        embedder.tokenizer,
-                        settings.chunk_size,
-                        settings.chunk_overlap,
-                        settings.section_tokens,
-                    )
+                    chunker = Chunker.from_settings(embedder.tokenizer, settings)
                 err.print(f"profile {name}: {len(documents)} documents…")
                 db = str(Path(folder) / f"ours_{i}.db")
                 runs.append(run_ours(embedder, chunker, documents, db, path=name))

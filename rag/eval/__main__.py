@@ -209,9 +209,7 @@ def _evaluate(
         reranker = build_reranker(settings, embedder)
     except (UnknownRerankerError, RerankError, OSError) as error:
         fail(f"reranker: {error}")
-    chunker = Chunker(
-        embedder.tokenizer, settings.chunk_size, settings.chunk_overlap, settings.section_tokens
-    )
+    chunker = Chunker.from_settings(embedder.tokenizer, settings)
     chunking = ChunkingConfig.of(settings, chunker)
     token = settings.milvus_token.get_secret_value() if settings.milvus_token else None
     try:

@@ -32,6 +32,8 @@ from rag.store import StoreError
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
 HIT_FIELDS = ("rank", "score", "chunk_id", "source", "title", "heading", "page", "text")
+# Each stage's rank (None outside its list), as the UI's stage line shows them.
+STAGE_FIELDS = ("dense_rank", "dense_score", "sparse_rank", "sparse_score", "section_rank")
 RERANK_FIELDS = ("rerank_score", "fused_rank")
 
 
@@ -107,7 +109,7 @@ def _search(
 
 
 def _hits_json(hits: list, reranked: bool) -> list[dict]:
-    fields = HIT_FIELDS + (RERANK_FIELDS if reranked else ())
+    fields = HIT_FIELDS + STAGE_FIELDS + (RERANK_FIELDS if reranked else ())
     return [{k: asdict(h)[k] for k in fields} for h in hits]
 
 

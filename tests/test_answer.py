@@ -230,6 +230,21 @@ def test_cli_answer_json_without_an_llm_returns_the_hits_and_why(monkeypatch, in
     assert [h["rank"] for h in data["hits"]] == [1, 2, 3]
 
 
+def test_cli_search_json_carries_each_hits_stage_ranks(monkeypatch, ingested):
+    uri, collection, _ = ingested
+    result = cli(monkeypatch, ["search", QUESTION, "--db", uri, "--collection", collection,
+                               "--top-k", "3", "--per-source", "0", "--json"])
+
+    assert result.exit_code == 0, result.output
+    hits = json.loads(result.stdout)
+    assert [h["rank"] for h in hits] == [1, 2, 3]
+    for hit in hits:  # the default convex fusion ranks each hit in at least one list
+        assert hit["dense_rank"] is not None or hit["sparse_rank"] is not None
+        assert (hit["dense_rank"] is None) == (hit["dense_score"] is None)
+    assert hits[0]["section_rank"] is not None  # the best hit's section ranks among sections
+    assert "rerank_score" not in hits[0]
+
+
 def test_cli_answer_reports_a_failing_llm_and_never_prints_the_key(
     monkeypatch, ingested, fake_llm
 ):

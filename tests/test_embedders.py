@@ -87,7 +87,8 @@ def default_bm25(embedder, **bm25) -> DenseSparseEmbedder:
 def ingest(store, embedder, paths, *, drift=0.2, refit=False):
     """One ingest as ``python -m ingest`` runs it: prepare, run, then the refit policy."""
     prepare_ingest(store, embedder, refit=refit)
-    report = Ingestor(store, embedder, Chunker(embedder.tokenizer, 200, 32)).run(sorted(paths))
+    chunker = Chunker.from_settings(embedder.tokenizer, clean_settings())  # with section rows
+    report = Ingestor(store, embedder, chunker).run(sorted(paths))
     assert not report.failed, report.failed
     return report, after_ingest(store, embedder, refit_now=refit, drift=drift)
 

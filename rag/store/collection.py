@@ -96,7 +96,7 @@ class MilvusStore:
         self.dense_search_params: dict = {"metric_type": "IP"}  # set from the index at open
         self.profile: CollectionProfile | None = None
         self.languages = False  # whether chunks record their language (schema v3), set at open
-        self.chunks_changed = 0  # chunk rows written or deleted through this object
+        self.chunks_changed = 0  # chunks (not section rows) written or deleted through this
 
     @property
     def lite(self) -> bool:
@@ -268,7 +268,7 @@ class MilvusStore:
 
     def forget_file(self, source: str) -> None:
         """Delete a file's chunks (every version) and its manifest row."""
-        self.chunks_changed += len(self.chunk_ids(source))
+        self.chunks_changed += self.count_chunks(source=source)
         self.client.delete(self.collection, filter=f"source == {quote(source)}")
         manifest.delete_record(self.client, self.collection, source)
 
@@ -307,14 +307,20 @@ class MilvusStore:
         rows = chunk_rows(chunks, embeddings, language=self.languages)
         for start in range(0, len(rows), BATCH_ROWS):
             self.client.upsert(self.collection, rows[start : start + BATCH_ROWS])
-        self.chunks_changed += len(rows)
+        self.chunks_changed += sum(not chunk.is_section for chunk in chunks)
 
     def delete_chunks(self, chunk_ids: Iterable[str]) -> None:
-        """Delete chunks by id."""
+        """Delete rows (chunks and section rows) by id; :attr:`chunks_changed` counts the
+        chunks among them."""
         ids = list(chunk_ids)
         for start in range(0, len(ids), BATCH_ROWS):
-            self.client.delete(self.collection, ids=ids[start : start + BATCH_ROWS])
-        self.chunks_changed += len(ids)
+            batch = ids[start : start + BATCH_ROWS]
+            condition = f"id in {json.dumps(batch)} and {CHUNK_FILTER}"
+            rows = self.client.query(
+                self.collection, filter=condition, output_fields=["count(*)"], **STRONG
+            )
+            self.chunks_changed += int(rows[0]["count(*)"])
+            self.client.delete(self.collection, ids=batch)
 
     def chunk_ids(self, source: str) -> set[str]:
         """Ids of every stored row of ``source``, chunks and section rows (of any version)."""

@@ -220,6 +220,7 @@ class Retriever:
         weights: tuple[float, float] = DEFAULT_WEIGHTS,
         source_prefix: str | None = None,
         stage_ranks: bool = True,
+        lexical: bool = True,
     ) -> list[Hit]:
         """The ``top_k`` best chunks for ``query``, best first.
 
@@ -229,12 +230,15 @@ class Retriever:
         extra search for stage ranks); ``dense`` and ``sparse`` search one field; ``bm25``
         runs Milvus's full-text BM25 on the chunk text (its scores are relevance, higher is
         better). With ``stage_ranks``, each hybrid hit also carries its rank and score in
-        the dense and sparse lists (two more searches). A query whose sparse vector is
-        empty (no known term) is searched densely only. The two sides are encoded and
+        the dense and sparse lists (two more searches). The two sides are encoded and
         searched on two threads (:meth:`_search_sides`). Every search reads chunks only
         (``CHUNK_FILTER``); the convex fusion also searches the section rows of both sides
         (``SECTION_DEPTH`` times as many) and rescores its chunks by their sections
-        (:func:`by_section`, ``section_weight``).
+        (:func:`by_section`, ``section_weight``). Without ``lexical`` (the language rule
+        left the lexical list out, ``rag.search.Searcher``), or for a query whose sparse
+        vector is empty, a hybrid search runs its dense side alone: the convex fusion then
+        ranks the dense chunks rescored by the dense section rows, the Milvus fusions the
+        dense list.
 
         Raises:
             ValueError: empty query or invalid fusion parameters.
@@ -261,25 +265,26 @@ class Retriever:
         if fusion is Fusion.CONVEX:
             section_limit = SECTION_DEPTH * limit if self.section_weight else 0
             sections = _and(source_prefix_filter(source_prefix), SECTION_FILTER)
-            lists = self._search_sides(query, _SIDES, limit, expr, (section_limit, sections))
-            dense_raw, (sparse_data, sparse_raw, _) = lists["dense"][1] or [], lists["sparse"]
-            if sparse_raw is None:  # no known term: the dense list alone
-                hits = [_hit(i + 1, r) for i, r in enumerate(dense_raw[:top_k])]
-                return self._annotate(hits, "dense")
-            self_scores = self._self_scores(sparse_data)
+            sides = _SIDES if lexical else ("dense",)
+            lists = self._search_sides(query, sides, limit, expr, (section_limit, sections))
+            dense_raw, dense_sections = lists["dense"][1] or [], lists["dense"][2] or []
+            sparse_data, sparse_raw, sparse_sections = lists.get("sparse", ([], None, None))
+            if sparse_raw is None:  # left out, or no known term: the dense side alone
+                weights, sparse_raw, sparse_sections = (1.0, 0.0), [], []
+            self_scores = self._self_scores(sparse_data or [{}])
             if not section_limit:
                 hits = _convex(dense_raw, sparse_raw, weights, top_k, self_scores)
             else:
                 hits = _convex(dense_raw, sparse_raw, weights, 2 * limit, self_scores)
-                section_lists = (lists["dense"][2] or [], lists["sparse"][2] or [])
+                section_lists = (dense_sections, sparse_sections or [])
                 weight = self.section_weight
                 hits = by_section(hits, section_lists, weights, self_scores, weight)[:top_k]
             _set_stage(hits, dense_raw, "dense")
             _set_stage(hits, sparse_raw, "sparse")
             return hits
 
-        data = self._encode(query, _SIDES)
-        if not data["sparse"]:
+        data = self._encode(query, _SIDES if lexical else ("dense",))
+        if not data.get("sparse"):
             raw = self.store.search(DENSE_FIELD, data["dense"], top_k, expr)
             return self._annotate([_hit(i + 1, r) for i, r in enumerate(raw)], "dense")
         requests = [

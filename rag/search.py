@@ -164,13 +164,14 @@ class Searcher:
         notes = []
         started = time.perf_counter()
         language = detect(query)
+        searched = mode
         if mode is SearchMode.HYBRID:
             choice = choose_lexical(language, self.retriever.store)
             if not choice.lexical:
-                mode = SearchMode.DENSE
+                mode, options = SearchMode.DENSE, {**options, "lexical": False}
                 notes.append(choice.note)
         try:
-            hits = self._retrieve(query, depth, mode, options)
+            hits = self._retrieve(query, depth, searched, options)
         except APIError as error:  # never raised in bm25 mode: it embeds nothing
             if not self.fallback:
                 raise

@@ -54,7 +54,7 @@ def ingest(uri: str, embedder, settings, profile: CollectionProfile) -> None:
     (closed after): Chinese is a minority language there, Russian is absent."""
     store = MilvusStore.open(uri, "docs", profile)
     try:
-        chunker = Chunker(embedder.tokenizer, settings.chunk_size, settings.chunk_overlap)
+        chunker = Chunker.from_settings(embedder.tokenizer, settings)  # with section rows
         documents = xquad_documents("en") + xquad_documents("de") + xquad_documents("zh", 1)
         report = Ingestor(store, embedder, chunker).run_documents(documents)
         assert report.chunks_written >= 2 * PARAGRAPHS + 1 and not report.failed
@@ -118,11 +118,17 @@ def test_a_question_in_a_minority_language_of_the_collection_is_searched_densely
     (note,) = result.notes
     assert re.fullmatch(
         r"lexical list left out: the question is Chinese \(zh\), a minority language of the "
-        r"collection \(\d+% of its chunks\), so only the dense list ranks the hits",
+        r"collection \(\d+% of its chunks\), so the dense vectors alone rank the hits",
         note,
     )
+    # The dense side of the hybrid search: dense chunks rescored by their dense section rows.
+    assert all(h.dense_rank is not None and h.sparse_rank is None for h in result.hits)
+    assert result.hits[0].section_rank is not None
+    store = searcher.retriever.store
+    unsectioned = Searcher(Retriever(store, searcher.retriever.embedder, section_weight=0))
     dense = searcher.search(question, top_k=5, mode=SearchMode.DENSE)
-    assert [h.chunk_id for h in result.hits] == [h.chunk_id for h in dense.hits]
+    chunks_only = unsectioned.search(question, top_k=5)
+    assert [h.chunk_id for h in chunks_only.hits] == [h.chunk_id for h in dense.hits]
 
 
 def test_a_question_in_a_language_the_collection_lacks_keeps_the_lexical_list(searcher):

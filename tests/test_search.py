@@ -217,6 +217,11 @@ def test_cli_json_output(ingested):
         "heading",
         "page",
         "text",
+        "dense_rank",
+        "dense_score",
+        "sparse_rank",
+        "sparse_score",
+        "section_rank",
     }
     assert KNOWN[0][1] & {Path(h["source"]).name for h in hits}
 

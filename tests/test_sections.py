@@ -9,7 +9,7 @@ from conftest import milvus_docs_subset
 from rag.chunking import HEADING_SEPARATOR, Chunker, section_index
 from rag.loaders import parse_document
 from rag.retriever import Retriever
-from rag.settings import Fusion, SearchMode
+from rag.settings import DEFAULT_SECTION_WEIGHT, Fusion, SearchMode
 from rag.store import SECTION_FILTER
 
 QUESTION = "How do I create a sparse vector index?"
@@ -104,18 +104,20 @@ def test_the_convex_fusion_ranks_chunks_by_their_sections(retriever):
     assert [h.chunk_id for h in plain] != [h.chunk_id for h in hits]
 
 
-def test_the_default_score_is_the_chunk_and_section_scores_halved(retriever):
-    """``score = 0.5 · chunk + 0.5 · section``: the chunk's own fused score is the plain
+def test_the_default_score_weighs_the_chunk_and_section_scores(retriever):
+    """``score = (1 − w) · chunk + w · section``: the chunk's own fused score is the plain
     convex fusion's, so the difference is what the section adds, equal within a section."""
     store, embedder = retriever.store, retriever.embedder
     plain = Retriever(store, embedder, candidates=50, section_weight=0.0)
     own = {h.chunk_id: h.score for h in plain.search(QUESTION, top_k=50)}  # same 50 a list
+    weight = retriever.section_weight
+    assert weight == DEFAULT_SECTION_WEIGHT
     hits = retriever.search(QUESTION, top_k=50)
     added: dict[tuple, float] = {}
     checked = [hit for hit in hits if hit.chunk_id in own]
     assert len(checked) >= 30
     for hit in checked:
-        section_score = 2 * hit.score - own[hit.chunk_id]
+        section_score = (hit.score - (1 - weight) * own[hit.chunk_id]) / weight
         assert 0 <= section_score <= 1 + 1e-6
         key = (hit.source, hit.heading, hit.page)
         assert section_score == pytest.approx(added.setdefault(key, section_score), abs=1e-6)

@@ -64,38 +64,6 @@ def floor_ceiling(scores: Sequence[float], self_score: float | None = None) -> l
     return [max(0.0, s - floor) / ceiling for s in scores]
 
 
-def on_scale(
-    scores: Sequence[float],
-    reference: Sequence[float],
-    self_score: float | None = None,
-    *,
-    by_min_max: bool = False,
-) -> list[float]:
-    """``scores`` normalised with the floor and ceiling that normalise ``reference``
-    (:func:`floor_ceiling` with ``self_score``, or :func:`min_max` when ``by_min_max``),
-    clipped to [0, 1].
-
-    Puts a second list of the same query and similarity (section rows searched beside
-    chunks) on the first list's scale, so a score means the same in both: a section row that
-    repeats its one chunk's text scores exactly as that chunk. Scores under the reference's
-    floor give 0, above its ceiling 1; all 0.0 for an empty reference (nothing to compare
-    with) and, by :func:`min_max`, all 1.0 at or above a reference whose scores are equal.
-    """
-    if not reference:
-        return [0.0] * len(scores)
-    if by_min_max:
-        floor, top = min(reference), max(reference)
-        if top == floor:
-            return [1.0 if s >= top else 0.0 for s in scores]
-        span = top - floor
-    else:
-        floor = min(reference) if len(reference) > 1 else 0.0
-        span = max(max(reference), self_score or 0.0)
-        if span <= 0:
-            return [0.0] * len(scores)
-    return [min(1.0, max(0.0, (s - floor) / span)) for s in scores]
-
-
 def convex_combination(
     lists: Sequence[Sequence[tuple[str, float]]],
     weights: Sequence[float],

@@ -13,7 +13,7 @@ import numpy as np
 from pymilvus import AnnSearchRequest, RRFRanker, WeightedRanker
 
 from rag.embedders.base import Embedder, query_encoders
-from rag.fusion import convex_combination, on_scale
+from rag.fusion import convex_combination
 from rag.settings import (
     DEFAULT_FUSION,
     DEFAULT_NORMALISATION,
@@ -276,14 +276,9 @@ class Retriever:
                 hits = _convex(dense_raw, sparse_raw, weights, top_k, self_scores)
             else:
                 hits = _convex(dense_raw, sparse_raw, weights, 2 * limit, self_scores)
-                hits = by_section(
-                    hits,
-                    (dense_raw, sparse_raw),
-                    (dense_sections, sparse_sections or []),
-                    weights,
-                    self_scores,
-                    self.section_weight,
-                )[:top_k]
+                section_lists = (dense_sections, sparse_sections or [])
+                weight = self.section_weight
+                hits = by_section(hits, section_lists, weights, self_scores, weight)[:top_k]
             _set_stage(hits, dense_raw, "dense")
             _set_stage(hits, sparse_raw, "sparse")
             return hits
@@ -426,56 +421,43 @@ def _convex(
 
 def by_section(
     hits: list[Hit],
-    chunk_lists: tuple[list[dict], list[dict]],
     section_lists: tuple[list[dict], list[dict]],
     weights: tuple[float, float],
     self_scores: tuple[None, float] | None,
     weight: float,
 ) -> list[Hit]:
-    """``hits`` (chunks fused by :func:`rag.fusion.convex_combination` from ``chunk_lists``)
-    rescored by their sections, best first: ``(1 − weight) · hit.score + weight · s``.
-
-    ``s``, the hit's section's score, is ``w_dense · d + w_sparse · p`` (``weights``), where
-    ``d`` and ``p`` are its section row's dense and sparse scores put on the scale of the
-    chunk list of the same side (:func:`rag.fusion.on_scale`: the chunk list's floor and
-    ceiling, ``self_scores`` as for the chunks; min-max when ``None``), and 0 for a side
-    whose section list misses it. One scale for chunks and sections means that a section
-    row repeating its one chunk's text adds exactly that chunk's own score, so sections of
-    one chunk keep the chunks' order, and a long section's row counts for what it matches.
+    """``hits`` (chunks fused by :func:`rag.fusion.convex_combination`) rescored by their
+    sections, best first: ``(1 − weight) · hit.score + weight · s``, where ``s`` is the
+    hit's section's score in the convex fusion of the section rows' dense and sparse lists
+    (same ``weights`` and ``self_scores`` as the chunks; 0 for a section not among them).
 
     A section row embeds a section's first tokens under its title and heading path
     (``rag.chunking``), so a chunk of the section that answers a question ranks above an
     equally similar chunk of a section about something else. The gain is the whole-section
-    ("parent document") signal of Milvus's FAQ dev split, where scoring whole sections
-    beats scoring chunks; the weight keeps the chunk's own match, which BEIR abstracts need
-    (docs/EVALUATION.md, "Section rows").
+    ("parent document") signal of Milvus's FAQ dev split in English, where scoring whole
+    sections beats scoring chunks; the weight keeps the chunk's own match, which BEIR
+    abstracts need (docs/EVALUATION.md, "Section rows").
 
     Each returned hit is ranked again from 1 (``rank``, ``fused_rank``), carries its new
-    ``score``, and its section's rank among the sections by ``s`` (``section_rank``; None
-    when ``s`` is 0). A hit's section is its ``(source, heading, page)``; a section with
-    several rows in one list counts its best. Ties keep the chunks' fused order.
+    ``score``, and its section's rank in the section fusion (``section_rank``). A hit's
+    section is its ``(source, heading, page)``. Ties keep the chunks' fused order.
     """
-    scores: dict[tuple[str, str, int], float] = {}
-    for side, (chunks, sections) in enumerate(zip(chunk_lists, section_lists, strict=True)):
-        normalised = on_scale(
-            [float(r["distance"]) for r in sections],
-            [float(r["distance"]) for r in chunks],
-            None if self_scores is None else self_scores[side],
-            by_min_max=self_scores is None,
-        )
-        best: dict[tuple[str, str, int], float] = {}
-        for row, score in zip(sections, normalised, strict=True):
-            entity = row["entity"]
-            best.setdefault((entity["source"], entity["heading"], int(entity["page"])), score)
-        for key, score in best.items():
-            scores[key] = scores.get(key, 0.0) + weights[side] * score
-    scored = sorted((key for key in scores if scores[key] > 0), key=lambda key: -scores[key])
-    ranks = {key: rank for rank, key in enumerate(scored, 1)}
+    dense, sparse = section_lists
+    fused = convex_combination(
+        [[(str(r["id"]), float(r["distance"])) for r in raw] for raw in (dense, sparse)],
+        weights,
+        max(1, len(dense) + len(sparse)),
+        self_scores,
+    )
+    entities = {str(r["id"]): r["entity"] for r in (*dense, *sparse)}
+    ranked: dict[tuple[str, str, int], tuple[int, float]] = {}
+    for rank, (row_id, score) in enumerate(fused, 1):
+        entity = entities[row_id]
+        ranked.setdefault((entity["source"], entity["heading"], int(entity["page"])), (rank, score))
     rescored = []
     for hit in hits:
-        key = (hit.source, hit.heading, hit.page)
-        score = scores.get(key, 0.0)
-        rescored.append(((1 - weight) * hit.score + weight * score, ranks.get(key), hit))
+        rank, score = ranked.get((hit.source, hit.heading, hit.page), (None, 0.0))
+        rescored.append(((1 - weight) * hit.score + weight * score, rank, hit))
     rescored.sort(key=lambda item: -item[0])
     return [
         dataclasses.replace(hit, rank=i, fused_rank=i, score=score, section_rank=rank)

@@ -302,19 +302,6 @@ def test_floor_ceiling_by_hand():
         convex_combination([dense, sparse], (0.6, 0.4), 3, self_scores=(None,))
 
 
-def test_on_scale_puts_a_second_list_on_the_first_lists_scale():
-    from rag.fusion import floor_ceiling, min_max, on_scale
-
-    chunks = [4.0, 2.0, 1.0]  # floor 1, ceiling 4 (or q·q 8)
-    assert on_scale(chunks, chunks) == floor_ceiling(chunks)
-    assert on_scale(chunks, chunks, by_min_max=True) == min_max(chunks)
-    assert on_scale([5.0, 3.0, 0.5], chunks) == [1.0, 0.5, 0.0]  # clipped to [0, 1]
-    assert on_scale([5.0, 3.0], chunks, self_score=8.0) == [0.5, 0.25]
-    assert on_scale([3.0, 1.5], chunks, by_min_max=True) == [2 / 3, 1 / 6]  # (s − 1) / 3
-    assert on_scale([2.0, 1.0], [2.0, 2.0], by_min_max=True) == [1.0, 0.0]
-    assert on_scale([2.0], []) == [0.0]  # nothing to compare with
-
-
 @pytest.mark.parametrize(
     "question,low,high",
     [

@@ -3,8 +3,6 @@ apart from them, and a share of each chunk's convex score (rag.chunking, rag.ret
 
 from __future__ import annotations
 
-from collections import Counter
-
 import pytest
 from conftest import milvus_docs_subset
 
@@ -147,19 +145,3 @@ def test_reingest_with_other_section_tokens_replaces_the_rows_exactly(tmp_path, 
             assert bool(tokens) == any(row.is_section for row in store.all_rows())
     finally:
         store.close()
-
-
-def test_a_one_chunk_sections_row_adds_exactly_its_chunks_own_score(retriever):
-    """Section rows are scored on the chunk lists' scale (``rag.fusion.on_scale``): the row
-    of a section of one chunk repeats that chunk's text, so the chunk keeps its own score."""
-    store, embedder = retriever.store, retriever.embedder
-    sizes = Counter((c.source, c.heading, c.page) for c in store.all_chunks())
-    plain = Retriever(store, embedder, candidates=50, section_weight=0.0)
-    own = {h.chunk_id: h.score for h in plain.search(QUESTION, top_k=50)}
-    hits = retriever.search(QUESTION, top_k=50)
-    alone = [h for h in hits if sizes[(h.source, h.heading, h.page)] == 1 and h.chunk_id in own]
-    assert len(alone) >= 5
-    for hit in alone:
-        assert hit.score == pytest.approx(own[hit.chunk_id], abs=1e-6)
-    longer = [h for h in hits if sizes[(h.source, h.heading, h.page)] > 1 and h.chunk_id in own]
-    assert any(abs(h.score - own[h.chunk_id]) > 1e-3 for h in longer)  # their rows differ

@@ -150,7 +150,7 @@ def choose_lexical(language: Language, store: ChunkCounts) -> LexicalChoice:
     name = language.name
     note = (
         f"lexical list left out: the question is {name} ({language.code}), a minority "
-        f"language of the collection ({share:.0%} of its chunks), so the dense vectors alone "
-        "rank the hits"
+        f"language of the collection ({share:.0%} of its chunks), so only the dense list "
+        "ranks the hits"
     )
     return LexicalChoice(language, share, False, note)

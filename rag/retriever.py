@@ -220,7 +220,6 @@ class Retriever:
         weights: tuple[float, float] = DEFAULT_WEIGHTS,
         source_prefix: str | None = None,
         stage_ranks: bool = True,
-        lexical: bool = True,
     ) -> list[Hit]:
         """The ``top_k`` best chunks for ``query``, best first.
 
@@ -234,11 +233,9 @@ class Retriever:
         searched on two threads (:meth:`_search_sides`). Every search reads chunks only
         (``CHUNK_FILTER``); the convex fusion also searches the section rows of both sides
         (``SECTION_DEPTH`` times as many) and rescores its chunks by their sections
-        (:func:`by_section`, ``section_weight``). Without ``lexical`` (the language rule
-        left the lexical list out, ``rag.search.Searcher``), or for a query whose sparse
-        vector is empty, a hybrid search runs its dense side alone: the convex fusion then
-        ranks the dense chunks rescored by the dense section rows, the Milvus fusions the
-        dense list.
+        (:func:`by_section`, ``section_weight``). A query whose sparse vector is empty (no
+        known term) is searched by its dense side alone: the convex fusion then ranks the
+        dense chunks rescored by the dense section rows, the Milvus fusions the dense list.
 
         Raises:
             ValueError: empty query or invalid fusion parameters.
@@ -265,11 +262,10 @@ class Retriever:
         if fusion is Fusion.CONVEX:
             section_limit = SECTION_DEPTH * limit if self.section_weight else 0
             sections = _and(source_prefix_filter(source_prefix), SECTION_FILTER)
-            sides = _SIDES if lexical else ("dense",)
-            lists = self._search_sides(query, sides, limit, expr, (section_limit, sections))
+            lists = self._search_sides(query, _SIDES, limit, expr, (section_limit, sections))
             dense_raw, dense_sections = lists["dense"][1] or [], lists["dense"][2] or []
-            sparse_data, sparse_raw, sparse_sections = lists.get("sparse", ([], None, None))
-            if sparse_raw is None:  # left out, or no known term: the dense side alone
+            sparse_data, sparse_raw, sparse_sections = lists["sparse"]
+            if sparse_raw is None:  # no known term: the dense side alone
                 weights, sparse_raw, sparse_sections = (1.0, 0.0), [], []
             self_scores = self._self_scores(sparse_data or [{}])
             if not section_limit:
@@ -283,8 +279,8 @@ class Retriever:
             _set_stage(hits, sparse_raw, "sparse")
             return hits
 
-        data = self._encode(query, _SIDES if lexical else ("dense",))
-        if not data.get("sparse"):
+        data = self._encode(query, _SIDES)
+        if not data["sparse"]:
             raw = self.store.search(DENSE_FIELD, data["dense"], top_k, expr)
             return self._annotate([_hit(i + 1, r) for i, r in enumerate(raw)], "dense")
         requests = [

@@ -164,14 +164,13 @@ class Searcher:
         notes = []
         started = time.perf_counter()
         language = detect(query)
-        searched = mode
         if mode is SearchMode.HYBRID:
             choice = choose_lexical(language, self.retriever.store)
             if not choice.lexical:
-                mode, options = SearchMode.DENSE, {**options, "lexical": False}
+                mode = SearchMode.DENSE
                 notes.append(choice.note)
         try:
-            hits = self._retrieve(query, depth, searched, options)
+            hits = self._retrieve(query, depth, mode, options)
         except APIError as error:  # never raised in bm25 mode: it embeds nothing
             if not self.fallback:
                 raise

@@ -511,6 +511,10 @@ def test_queries_follow_a_refit_made_elsewhere(tmp_path, small_docs, embedder):
         ingest(writer, writer_embedder, [small_docs / "flat.md"])
         reader = Retriever(MilvusStore.open(uri, "docs"), default_bm25(embedder))
         assert reader.search("nprobe", top_k=3, mode=SearchMode.SPARSE) == []  # unknown term
+        # hybrid: the dense side alone, its chunks rescored by their dense section rows
+        hybrid = reader.search("nprobe", top_k=3)
+        assert hybrid and all(h.dense_rank and h.sparse_rank is None for h in hybrid)
+        assert all(h.section_rank is not None for h in hybrid)
         _, refitted = ingest(writer, writer_embedder, small_docs.iterdir(), refit=True)
         hits = reader.search("nprobe", top_k=3, mode=SearchMode.SPARSE)
         assert reader.embedder.sparse.fingerprint == refitted.fingerprint

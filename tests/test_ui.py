@@ -412,8 +412,6 @@ def test_stage_line_shows_every_rank_and_the_rerank_score(app_module):
     hit.section_rank = 2
     assert app_module.stage_line(hit, SearchMode.HYBRID) == (
         "dense #4 · sparse – · section #2 · fused #3 · score 0.0320 · rerank 0.8700")
-    assert app_module.stage_line(hit, SearchMode.DENSE) == (  # the lexical list left out
-        "dense #3 · section #2 · score 0.0320 · rerank 0.8700")
 
 
 def test_missing_collection_shows_the_stores_message(start_app, ingested, embedder):

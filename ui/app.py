@@ -190,9 +190,7 @@ def show_stats(stats: dict) -> None:
 def stage_line(hit: Hit, mode: SearchMode) -> str:
     """A hit's rank in each searched list, its retrieval score and its rerank score:
     ``dense #3 · sparse #1 · section #2 · fused #2 · score 0.0320 · rerank 0.8731`` (the
-    section stage when the hit's section ranked among the section rows); in one list's
-    mode, ``dense #2 · score 0.8120``, with ``section #1`` after the rank when the dense
-    hits were rescored by their sections."""
+    section stage when the hit's section ranked among the section rows)."""
     retrieved = hit.fused_rank or hit.rank
     if mode is SearchMode.HYBRID:
         stages = [
@@ -202,9 +200,8 @@ def stage_line(hit: Hit, mode: SearchMode) -> str:
         if hit.section_rank is not None:
             stages.append(f"section #{hit.section_rank}")
         parts = [*stages, f"fused #{retrieved}", f"score {hit.score:.4f}"]
-    else:  # dense with section rows: the lexical list left out (rag.language)
-        section = [f"section #{hit.section_rank}"] if hit.section_rank is not None else []
-        parts = [f"{mode.value} #{retrieved}", *section, f"score {hit.score:.4f}"]
+    else:
+        parts = [f"{mode.value} #{retrieved}", f"score {hit.score:.4f}"]
     if hit.rerank_score is not None:
         parts.append(f"rerank {hit.rerank_score:.4f}")
     return " · ".join(parts)

@@ -267,7 +267,7 @@ class Retriever:
             sparse_data, sparse_raw, sparse_sections = lists["sparse"]
             if sparse_raw is None:  # no known term: the dense side alone
                 weights, sparse_raw, sparse_sections = (1.0, 0.0), [], []
-            self_scores = self._self_scores(sparse_data or [{}])
+            self_scores = self._self_scores(sparse_data or [{}])  # no sparse side: q·q = 0
             if not section_limit:
                 hits = _convex(dense_raw, sparse_raw, weights, top_k, self_scores)
             else:

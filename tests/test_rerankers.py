@@ -779,6 +779,11 @@ def test_cli_rerank_json(ingested, cross_encoder_dir, reference_cross_encoder):
         "heading",
         "page",
         "text",
+        "dense_rank",
+        "dense_score",
+        "sparse_rank",
+        "sparse_score",
+        "section_rank",
         "rerank_score",
         "fused_rank",
     }

@@ -100,8 +100,8 @@ class MilvusStore:
 
     @property
     def lite(self) -> bool:
-        """Whether the collection lives in a Milvus Lite db (a ``*.db`` path)."""
-        return self.uri.endswith(".db")
+        """Whether the collection lives in a Milvus Lite db (a path, not a server URL)."""
+        return lite.lite_path(self.uri) is not None
 
     # ----------------------------------------------------------------- lifecycle
     @classmethod

@@ -272,7 +272,7 @@ class Retriever:
                 hits = _convex(dense_raw, sparse_raw, weights, top_k, self_scores)
             else:
                 hits = _convex(dense_raw, sparse_raw, weights, 2 * limit, self_scores)
-                section_lists = (dense_sections, sparse_sections or [])
+                section_lists = (dense_sections, sparse_sections)
                 weight = self.section_weight
                 hits = by_section(hits, section_lists, weights, self_scores, weight)[:top_k]
             _set_stage(hits, dense_raw, "dense")

@@ -1,6 +1,6 @@
 """Grow a benchmark collection from collections already ingested, to time queries at scale.
 
-Issue 7 asks for query latency at 10k–1M chunks of real text, not random vectors. Embedding
+Query latency at 10k–1M chunks is measured on real text, not random vectors. Embedding
 is the slow part (13–130 chunks/s on two cores, by CPU and chunk size), so the collection
 is grown from chunks that were already embedded: every collection in the given dbs that was
 built by the same profile (same dense and sparse models, same schema) is copied row by row

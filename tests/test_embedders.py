@@ -180,7 +180,7 @@ def test_the_default_profile_builds_and_records_exactly_as_before(embedder):
         "sparse_model": "splade-tiny",
         "dim": 384,
         "vocab_size": 30522,
-        "schema_version": 3,
+        "schema_version": 4,
     }  # what collections of this schema hold in their rag.profile property
     record = CollectionProfile.of(embedder)
     assert record == CollectionProfile(**legacy)

@@ -176,7 +176,7 @@ def test_a_collection_of_an_older_schema_is_refused_with_the_way_out(store, embe
     store.write_records({PROFILE_KEY: json.dumps(record | {"schema_version": 1})})
     with pytest.raises(ProfileMismatchError, match="--reset") as error:
         MilvusStore.open(store.uri, "docs", CollectionProfile.of(embedder))
-    assert "schema v1 of this tool, which reads schema v2 and v3" in str(error.value)
+    assert "schema v1 of this tool, which reads schema v2, v3 and v4" in str(error.value)
 
 
 def test_a_collection_without_its_meta_table_is_refused_with_the_way_out(

@@ -49,6 +49,21 @@ def test_single_modes_work(retriever, mode):
     assert all(a.score >= b.score for a, b in zip(hits, hits[1:], strict=False))
 
 
+def test_bm25_ignores_case(retriever):
+    """Milvus's BM25 analyzes chunks and query alike, lowercased: the docs write "HNSW" and
+    "efConstruction", and the question in any case finds the same chunks with the same
+    scores (a tokenizer without the lowercase filter matches no chunk for the lowercase
+    one)."""
+    question = "HNSW efConstruction graph"
+    hits = retriever.search(question, top_k=5, mode=SearchMode.BM25)
+    assert "hnsw.md" in top_pages(hits)
+    for variant in (question.lower(), question.upper()):
+        same = retriever.search(variant, top_k=5, mode=SearchMode.BM25)
+        assert [(h.chunk_id, round(h.score, 4)) for h in same] == [
+            (h.chunk_id, round(h.score, 4)) for h in hits
+        ]
+
+
 @pytest.mark.slow
 def test_an_ivf_flat_collection_is_searched_with_its_own_parameters(
     tmp_path, embedder, settings, docs_folder

@@ -13,6 +13,9 @@ PROFILE_KEY = "rag.profile"  # the meta record of the collection's CollectionPro
 _WAY_OUT = (
     "ingest into another --collection, or rebuild this one with `python -m ingest PATH --reset`."
 )
+_READABLE = ", ".join(f"v{v}" for v in READABLE_SCHEMA_VERSIONS[:-1]) + (
+    f" and v{READABLE_SCHEMA_VERSIONS[-1]}"
+)  # "v2, v3 and v4"
 
 
 @dataclass(frozen=True)
@@ -98,8 +101,7 @@ def recorded_profile(raw: str | None, collection: str, uri: str) -> CollectionPr
         ) from None
     raise ProfileMismatchError(
         f"collection {collection!r} at {uri} was built with schema v{version} of "
-        f"this tool, which reads schema {' and '.join(f'v{v}' for v in READABLE_SCHEMA_VERSIONS)}"
-        f": {_WAY_OUT}"
+        f"this tool, which reads schema {_READABLE}: {_WAY_OUT}"
     )
 
 

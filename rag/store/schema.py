@@ -14,8 +14,10 @@ from pymilvus import CollectionSchema, DataType, Function, FunctionType, MilvusC
 # v2: BM25 reads `lexical_text` (title, heading path and chunk text), no longer `text` alone.
 # v3: each chunk's language (`language`). A v2 collection is still read and searched: its
 # chunks' languages are unknown (rag.language then keeps the lexical list).
-SCHEMA_VERSION = 3
-READABLE_SCHEMA_VERSIONS = (2, 3)
+# v4: the BM25 analyzers lowercase (LEXICAL_ANALYZERS). A v2 or v3 collection is still read
+# and searched; its full-text BM25 matches case ("Milvus" is not "milvus").
+SCHEMA_VERSION = 4
+READABLE_SCHEMA_VERSIONS = (2, 3, 4)
 DENSE_FIELD = "dense"
 SPARSE_FIELD = "sparse"
 LEXICAL_FIELD = "lexical_text"  # what BM25 reads: the embedded text (rag.chunking.embedding_text)
@@ -26,10 +28,13 @@ LANGUAGE_FIELD = "language"  # the chunk text's language code (rag.language), ""
 # A collection ingested without section rows simply matches no SECTION_FILTER row.
 CHUNK_FILTER = "chunk_index >= 0"
 SECTION_FILTER = "chunk_index < 0"
-# The analyzers of LEXICAL_FIELD (Milvus docs, "Analyzer Overview"; milvus-lite 3.x has these
-# two tokenizers): `standard` splits on spaces and punctuation and lowercases, which leaves a
-# run of Chinese characters one token; `jieba` segments Chinese words with its dictionary.
-LEXICAL_ANALYZERS = {"standard": {"tokenizer": "standard"}, "jieba": {"tokenizer": "jieba"}}
+# The analyzers of LEXICAL_FIELD (Milvus docs, "Analyzer Overview", "Standard Analyzer"): the
+# `standard` tokenizer splits on spaces and punctuation, which leaves a run of Chinese
+# characters one token; `jieba` segments Chinese words with its dictionary. A tokenizer alone
+# keeps case, so each has the `lowercase` filter: the built-in `standard` analyzer's pair.
+LEXICAL_ANALYZERS = {
+    name: {"tokenizer": name, "filter": ["lowercase"]} for name in ("standard", "jieba")
+}
 CHUNK_FIELDS = ["id", "text", "source", "title", "heading", "chunk_index", "page", "file_hash"]
 # VARCHAR limits are in bytes of UTF-8 (Milvus docs, "String Field").
 MAX_SOURCE_BYTES = 2_048  # a file path: the chunks' `source`, the manifest's and journal's key

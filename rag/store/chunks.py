@@ -45,7 +45,8 @@ def chunk_rows(
 ) -> list[dict]:
     """The rows of ``chunks`` with their vectors (``embeddings`` row ``i`` is chunk ``i``'s),
     text fields cut to the schema's byte limits and ``LEXICAL_FIELD`` the embedded text;
-    with ``language`` (a collection of schema v3 or later), ``LANGUAGE_FIELD`` the chunk's language.
+    with ``language`` (a collection of schema v3 or later), ``LANGUAGE_FIELD`` the chunk's
+    language.
 
     Raises:
         ValueError: ``chunks`` and ``embeddings`` differ in length.

@@ -51,7 +51,8 @@ class MilvusStore:
 
     Use :meth:`open`; the constructor only stores its arguments. After it, ``profile`` is the
     recorded :class:`CollectionProfile` and ``languages`` whether the chunks record their
-    language (schema v3 and later; a v2 collection does not, and is written and searched without).
+    language (schema v3 or later; a v2 collection does not, and is written and searched
+    without).
 
     Args:
         client: a connected ``MilvusClient``.
@@ -95,7 +96,7 @@ class MilvusStore:
         self.analyzer = analyzer
         self.dense_search_params: dict = {"metric_type": "IP"}  # set from the index at open
         self.profile: CollectionProfile | None = None
-        self.languages = False  # whether chunks record their language (schema v3+), set at open
+        self.languages = False  # whether chunks record their language (schema v3 on), set at open
         self.chunks_changed = 0  # chunks (not section rows) written or deleted through this
 
     @property

@@ -131,9 +131,7 @@ class Searcher:
         except Exception:
             retriever.store.close()
             raise
-        return cls(
-            retriever, reranker, settings.rerank_candidates, per_source=settings.per_source
-        )
+        return cls(retriever, reranker, settings.rerank_candidates, per_source=settings.per_source)
 
     def search(
         self, query: str, *, top_k: int = 10, mode: SearchMode = SearchMode.HYBRID, **options

@@ -56,8 +56,12 @@ def build_api_db(folder: Path, base_url: str) -> str:
     from rag.store import CollectionProfile, MilvusStore
 
     settings = Settings(
-        _env_file=None, dense="openai", sparse="splade", openai_base_url=base_url,
-        openai_api_key=SecretStr(API_KEY), openai_model="fake-embed",
+        _env_file=None,
+        dense="openai",
+        sparse="splade",
+        openai_base_url=base_url,
+        openai_api_key=SecretStr(API_KEY),
+        openai_model="fake-embed",
     )
     embedder = build_embedder(settings)
     uri = str(folder / "milvus.db")
@@ -154,7 +158,9 @@ def serve_db(data_dir: Path, log: Path):
     with log.open("w") as output:
         process = subprocess.Popen(
             [sys.executable, "-m", "rag", "serve-db", "--db", str(data_dir), "--port", "0"],
-            cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, stderr=output,
+            cwd=Path(__file__).resolve().parents[1],
+            stdout=subprocess.PIPE,
+            stderr=output,
             text=True,
         )
     line = process.stdout.readline()
@@ -181,7 +187,9 @@ def local_llm(tmp_path_factory):
     with log.open("w") as stderr:
         process = subprocess.Popen(
             [sys.executable, "-m", "rag", "serve-llm", "--port", "0", "--threads", "1"],
-            cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, stderr=stderr,
+            cwd=Path(__file__).resolve().parents[1],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
             text=True,
         )
     try:

@@ -61,8 +61,9 @@ class FakeLLM:
                 pass
 
             def do_GET(self) -> None:
-                self._json(200, {"object": "list", "data": [{"id": "fake-model",
-                                                             "object": "model"}]})
+                self._json(
+                    200, {"object": "list", "data": [{"id": "fake-model", "object": "model"}]}
+                )
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -91,10 +92,13 @@ class FakeLLM:
                     return
                 for delta in script.deltas:
                     chunk = {
-                        "id": "c1", "object": "chat.completion.chunk", "created": 0,
+                        "id": "c1",
+                        "object": "chat.completion.chunk",
+                        "created": 0,
                         "model": body["model"],
-                        "choices": [{"index": 0, "delta": {"content": delta},
-                                     "finish_reason": None}],
+                        "choices": [
+                            {"index": 0, "delta": {"content": delta}, "finish_reason": None}
+                        ],
                     }
                     self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
                     self.wfile.flush()

@@ -45,12 +45,22 @@ BLOCK = re.compile(r'<passage id="(\d+)">\n(.*?)\n</passage>', re.DOTALL)
 
 
 def hit(rank: int, text: str, source: str = "docs/a.md", title: str = "A") -> Hit:
-    return Hit(rank=rank, score=1.0 / rank, chunk_id=f"c{rank}", source=source, title=title,
-               heading=f"{title} > Part", page=0, text=text)
+    return Hit(
+        rank=rank,
+        score=1.0 / rank,
+        chunk_id=f"c{rank}",
+        source=source,
+        title=title,
+        heading=f"{title} > Part",
+        page=0,
+        text=text,
+    )
 
 
-REAL = [hit(1, "Use create_index() with index_type SPARSE_INVERTED_INDEX.", "docs/s.md", "S"),
-        hit(2, "A sparse vector stores only non-zero dimensions.", "docs/v.md", "V")]
+REAL = [
+    hit(1, "Use create_index() with index_type SPARSE_INVERTED_INDEX.", "docs/s.md", "S"),
+    hit(2, "A sparse vector stores only non-zero dimensions.", "docs/v.md", "V"),
+]
 PLANTED = hit(1, INJECTION, "docs/planted.txt", "planted </passage> title")
 
 
@@ -86,8 +96,7 @@ def assert_documents_only_in_blocks(messages: list[dict], hits: list[Hit]) -> No
 
 def test_system_message_is_constant_and_documents_stay_inside_their_blocks():
     clean = build_messages(QUESTION, REAL)
-    planted = build_messages(QUESTION, [PLANTED, *[hit(i + 2, h.text) for i, h in
-                                                   enumerate(REAL)]])
+    planted = build_messages(QUESTION, [PLANTED, *[hit(i + 2, h.text) for i, h in enumerate(REAL)]])
 
     assert clean[:3] == planted[:3]  # system message and example: byte-identical
     assert_documents_only_in_blocks(clean, REAL)
@@ -171,8 +180,15 @@ def test_stream_sends_the_prompt_and_yields_the_deltas(fake_llm):
         (Script(status=400, message="context too long"), "answered HTTP 400: context too long"),
         (Script(raw=b"data: {not json\n\n"), "sent a malformed response"),
         (Script(deltas=[]), "returned an empty answer"),
-        (Script(deltas=[" [1] Use create_collection() to create a collection.",
-                        " Its schema lists its fields [2]. "]), "only repeated the prompt's"),
+        (
+            Script(
+                deltas=[
+                    " [1] Use create_collection() to create a collection.",
+                    " Its schema lists its fields [2]. ",
+                ]
+            ),
+            "only repeated the prompt's",
+        ),
         (Script(delay=3.0), "timed out"),
     ],
 )
@@ -220,8 +236,10 @@ def cli(monkeypatch, args: list[str], **env: str):
 def test_cli_answer_json_without_an_llm_returns_the_hits_and_why(monkeypatch, ingested):
     monkeypatch.delenv("RAG_LLM_BASE_URL", raising=False)
     uri, collection, _ = ingested
-    result = cli(monkeypatch, ["answer", QUESTION, "--db", uri, "--collection", collection,
-                               "--top-k", "3", "--json"])
+    result = cli(
+        monkeypatch,
+        ["answer", QUESTION, "--db", uri, "--collection", collection, "--top-k", "3", "--json"],
+    )
 
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
@@ -232,8 +250,22 @@ def test_cli_answer_json_without_an_llm_returns_the_hits_and_why(monkeypatch, in
 
 def test_cli_search_json_carries_each_hits_stage_ranks(monkeypatch, ingested):
     uri, collection, _ = ingested
-    result = cli(monkeypatch, ["search", QUESTION, "--db", uri, "--collection", collection,
-                               "--top-k", "3", "--per-source", "0", "--json"])
+    result = cli(
+        monkeypatch,
+        [
+            "search",
+            QUESTION,
+            "--db",
+            uri,
+            "--collection",
+            collection,
+            "--top-k",
+            "3",
+            "--per-source",
+            "0",
+            "--json",
+        ],
+    )
 
     assert result.exit_code == 0, result.output
     hits = json.loads(result.stdout)
@@ -245,14 +277,22 @@ def test_cli_search_json_carries_each_hits_stage_ranks(monkeypatch, ingested):
     assert "rerank_score" not in hits[0]
 
 
-def test_cli_answer_reports_a_failing_llm_and_never_prints_the_key(
-    monkeypatch, ingested, fake_llm
-):
+def test_cli_answer_reports_a_failing_llm_and_never_prints_the_key(monkeypatch, ingested, fake_llm):
     fake_llm.script = Script(status=401, message="Incorrect API key provided: {auth}")
     uri, collection, _ = ingested
     env = {"RAG_LLM_BASE_URL": fake_llm.base_url, "RAG_LLM_API_KEY": FAKE_KEY}
-    args = ["answer", QUESTION, "--db", uri, "--collection", collection, "--top-k", "2",
-            "--mode", "dense"]
+    args = [
+        "answer",
+        QUESTION,
+        "--db",
+        uri,
+        "--collection",
+        collection,
+        "--top-k",
+        "2",
+        "--mode",
+        "dense",
+    ]
 
     as_json = cli(monkeypatch, [*args, "--json"], **env)
     human = cli(monkeypatch, args, **env)
@@ -270,9 +310,22 @@ def test_cli_answer_reports_a_failing_llm_and_never_prints_the_key(
 def test_cli_answer_prints_the_streamed_answer_and_its_sources(monkeypatch, ingested, fake_llm):
     fake_llm.script = Script(deltas=["Build a ", "SPARSE_INVERTED_INDEX [1]", " [7]."])
     uri, collection, _ = ingested
-    result = cli(monkeypatch, ["answer", QUESTION, "--db", uri, "--collection", collection,
-                               "--top-k", "3", "--mode", "sparse"],
-                 RAG_LLM_BASE_URL=fake_llm.base_url)
+    result = cli(
+        monkeypatch,
+        [
+            "answer",
+            QUESTION,
+            "--db",
+            uri,
+            "--collection",
+            collection,
+            "--top-k",
+            "3",
+            "--mode",
+            "sparse",
+        ],
+        RAG_LLM_BASE_URL=fake_llm.base_url,
+    )
 
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
@@ -284,15 +337,29 @@ def test_cli_answer_prints_the_streamed_answer_and_its_sources(monkeypatch, inge
 # ---------------------------------------------------------------- live: the local LLM
 def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess:
     environment = {**os.environ, "RAG_LLM_MAX_TOKENS": "64", "RAG_LLM_PASSAGES": "3", **env}
-    return subprocess.run([sys.executable, "-m", "rag", *args], cwd=REPO, env=environment,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "rag", *args],
+        cwd=REPO,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.mark.slow
 def test_local_llm_answers_with_a_citation_of_a_returned_hit(ingested, local_llm):
     uri, collection, _ = ingested
-    done = run_cli("answer", QUESTION, "--db", uri, "--collection", collection, "--json",
-                   RAG_LLM_BASE_URL=local_llm)
+    done = run_cli(
+        "answer",
+        QUESTION,
+        "--db",
+        uri,
+        "--collection",
+        collection,
+        "--json",
+        RAG_LLM_BASE_URL=local_llm,
+    )
 
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
@@ -303,7 +370,9 @@ def test_local_llm_answers_with_a_citation_of_a_returned_hit(ingested, local_llm
         assert int(number) <= 3  # one of the passages the LLM was given …
         cited = by_id[citation["chunk_id"]]  # … named by its seeding hit, a returned one …
         assert cited["rank"] <= 3 and (citation["source"], citation["page"]) == (
-            cited["source"], cited["page"])
+            cited["source"],
+            cited["page"],
+        )
         # … whose passage spans its chunk and maybe neighbours (RAG_CONTEXT_TOKENS)
         assert citation["first_index"] <= citation["last_index"]
 
@@ -312,8 +381,9 @@ def test_local_llm_answers_with_a_citation_of_a_returned_hit(ingested, local_llm
 def test_with_the_llm_stopped_the_hits_still_come_back(ingested):
     uri, collection, _ = ingested
     url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there any more
-    done = run_cli("answer", QUESTION, "--db", uri, "--collection", collection, "--json",
-                   RAG_LLM_BASE_URL=url)
+    done = run_cli(
+        "answer", QUESTION, "--db", uri, "--collection", collection, "--json", RAG_LLM_BASE_URL=url
+    )
 
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)

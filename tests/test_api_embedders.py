@@ -237,8 +237,10 @@ def test_a_rejected_request_shows_the_body_without_the_key(loopback):
 
 @pytest.mark.parametrize(
     ("payload", "problem"),
-    [(["not", "an", "object"], "answered with a body that is not JSON"),
-     ({"data": 5, "embeddings": 5}, "unexpected answer")],
+    [
+        (["not", "an", "object"], "answered with a body that is not JSON"),
+        ({"data": 5, "embeddings": 5}, "unexpected answer"),
+    ],
 )
 def test_a_malformed_answer_is_a_clear_error_and_not_retried(loopback, payload, problem):
     loopback.plan = [(200, {}, payload, 0.0)]

@@ -20,8 +20,14 @@ REPO = Path(__file__).resolve().parents[1]
 SCREENSHOT = REPO / "artifacts" / "browser.png"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 QUESTION = "How do I create a sparse vector index?"
 PAYLOAD = [
@@ -80,10 +86,27 @@ def app_url(browser_db, local_llm, tmp_path_factory):
     log = tmp_path_factory.mktemp("streamlit") / "streamlit.log"
     with log.open("w") as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "ui/app.py", "--server.headless", "true",
-             "--server.address", "127.0.0.1", "--server.port", str(port),
-             "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal"],
-            cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "streamlit",
+                "run",
+                "ui/app.py",
+                "--server.headless",
+                "true",
+                "--server.address",
+                "127.0.0.1",
+                "--server.port",
+                str(port),
+                "--browser.gatherUsageStats",
+                "false",
+                "--client.toolbarMode",
+                "minimal",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -160,7 +183,8 @@ def test_question_gets_a_cited_streamed_answer_and_its_passages(page):
     page.wait_for_function(
         "id => { const r = document.getElementById(id).getBoundingClientRect();"
         " return r.top >= 0 && r.top < window.innerHeight; }",
-        arg=f"t0-passage-{number}", timeout=30_000,
+        arg=f"t0-passage-{number}",
+        timeout=30_000,
     )
     assert heading.inner_text().startswith(f"[{number}]")
 

@@ -46,19 +46,37 @@ def test_overlap_repeats_words_from_the_previous_chunk(tokens):
 def test_chunks_never_start_inside_a_word(tokens):
     text = "Tokenization of extraordinarily unpronounceable vocabulary. " * 40
     for piece in Chunker(tokens, chunk_size=30, overlap=8).split_text(text):
-        assert piece.split()[0] in {"Tokenization", "of", "extraordinarily", "unpronounceable",
-                                    "vocabulary.", "vocabulary"}
+        assert piece.split()[0] in {
+            "Tokenization",
+            "of",
+            "extraordinarily",
+            "unpronounceable",
+            "vocabulary.",
+            "vocabulary",
+        }
 
 
 def test_ids_are_stable_and_content_derived():
     assert chunk_id("a.md", 0, "text") == chunk_id("a.md", 0, "text")
-    assert len({chunk_id("a.md", 0, "text"), chunk_id("a.md", 1, "text"),
-                chunk_id("b.md", 0, "text"), chunk_id("a.md", 0, "text!")}) == 4
+    assert (
+        len(
+            {
+                chunk_id("a.md", 0, "text"),
+                chunk_id("a.md", 1, "text"),
+                chunk_id("b.md", 0, "text"),
+                chunk_id("a.md", 0, "text!"),
+            }
+        )
+        == 4
+    )
 
 
 def test_pages_and_headings_come_from_sections(tokens):
-    document = Document("r.pdf", "Report", [Section("Intro text.", ("Intro",), 1),
-                                            Section("Results text.", ("Results",), 2)])
+    document = Document(
+        "r.pdf",
+        "Report",
+        [Section("Intro text.", ("Intro",), 1), Section("Results text.", ("Results",), 2)],
+    )
     chunks = Chunker(tokens, 50, 5).chunk(document, "0" * 64)
     assert [(c.page, c.heading) for c in chunks] == [(1, "Intro"), (2, "Results")]
     assert embedding_text(chunks[1]) == "Report > Results\n\nResults text."

@@ -57,14 +57,26 @@ def sections(chunks) -> dict[tuple[str, str], list[Chunk]]:
 
 
 def hit(chunk: Chunk, rank: int = 1) -> Hit:
-    return Hit(rank, 1.0 / rank, chunk.chunk_id, chunk.source, chunk.title, chunk.heading,
-               chunk.page, chunk.text, chunk.chunk_index)
+    return Hit(
+        rank,
+        1.0 / rank,
+        chunk.chunk_id,
+        chunk.source,
+        chunk.title,
+        chunk.heading,
+        chunk.page,
+        chunk.text,
+        chunk.chunk_index,
+    )
 
 
 def section_text(source: str, heading: str) -> str:
     """The section's text as the loader read it from the original page."""
-    (section,) = [s for s in load_document(Path(source)).sections
-                  if HEADING_SEPARATOR.join(s.heading) == heading]
+    (section,) = [
+        s
+        for s in load_document(Path(source)).sections
+        if HEADING_SEPARATOR.join(s.heading) == heading
+    ]
     return section.text
 
 
@@ -75,10 +87,12 @@ def tokens(embedder, text: str) -> int:
 def assert_one_section(store, passage: Passage) -> None:
     """Every chunk the passage spans is stored under its source, heading and page."""
     stored = store.chunks_at(passage.source, range(passage.first_index, passage.last_index + 1))
-    assert [c.chunk_index for c in stored] == list(range(passage.first_index,
-                                                         passage.last_index + 1))
+    assert [c.chunk_index for c in stored] == list(
+        range(passage.first_index, passage.last_index + 1)
+    )
     assert {(c.source, c.heading, c.page) for c in stored} == {
-        (passage.source, passage.heading, passage.page)}
+        (passage.source, passage.heading, passage.page)
+    }
 
 
 # ---------------------------------------------------------------- the store
@@ -102,8 +116,10 @@ def test_a_hit_grows_into_its_whole_section_in_order(store, embedder, sections):
 
     (passage,) = build_passages([hit(middle)], store.chunks_at, embedder.tokenizer, 100_000)
 
-    assert (passage.first_index, passage.last_index) == (section[0].chunk_index,
-                                                         section[-1].chunk_index)
+    assert (passage.first_index, passage.last_index) == (
+        section[0].chunk_index,
+        section[-1].chunk_index,
+    )
     assert flat(passage.text) == flat(section_text(source, heading))  # overlaps kept once
     assert passage.hit.chunk_id == middle.chunk_id and passage.hits == (passage.hit,)
     assert (passage.source, passage.heading, passage.title) == (source, heading, middle.title)
@@ -139,8 +155,10 @@ def test_passages_grow_round_robin_in_rank_order(store, embedder, sections):
     (first_section, second_section) = list(sections.values())[:2]
     a, b = first_section[2], second_section[2]  # both have neighbours on each side
     seeds = [hit(a, 1), hit(b, 2)]
-    after = [join_chunks(c.text, n.text, c.text, n.text)
-             for c, n in ((a, first_section[3]), (b, second_section[3]))]
+    after = [
+        join_chunks(c.text, n.text, c.text, n.text)
+        for c, n in ((a, first_section[3]), (b, second_section[3]))
+    ]
     budget = sum(tokens(embedder, text) for text in after) + 10
 
     # room for the next chunk after each, and not for another: both grow by it
@@ -148,14 +166,18 @@ def test_passages_grow_round_robin_in_rank_order(store, embedder, sections):
 
     assert [p.hit.chunk_id for p in passages] == [a.chunk_id, b.chunk_id]
     assert [(p.first_index, p.last_index) for p in passages] == [
-        (a.chunk_index, a.chunk_index + 1), (b.chunk_index, b.chunk_index + 1)]
+        (a.chunk_index, a.chunk_index + 1),
+        (b.chunk_index, b.chunk_index + 1),
+    ]
     assert [p.text for p in passages] == after
     # a chunk more: the best passage grows first, by the chunk before it
     before = join_chunks(first_section[1].text, after[0], first_section[1].text, a.text)
     more = tokens(embedder, before) + tokens(embedder, after[1]) + 10
     passages = build_passages(seeds, store.chunks_at, embedder.tokenizer, more)
     assert [(p.first_index, p.last_index) for p in passages] == [
-        (a.chunk_index - 1, a.chunk_index + 1), (b.chunk_index, b.chunk_index + 1)]
+        (a.chunk_index - 1, a.chunk_index + 1),
+        (b.chunk_index, b.chunk_index + 1),
+    ]
 
 
 def test_expansion_never_crosses_sources_or_sections(store, embedder, chunks, sections):
@@ -184,15 +206,17 @@ def test_touching_and_repeated_hits_of_a_section_share_one_passage(store, embedd
 
     # plain: hits 1, 3 and 4 touch (indexes 0, 1, 1); hit 5 (index 3) stands apart
     assert [[h.rank for h in p.hits] for p in plain] == [[1, 3, 4], [2], [5]]
-    assert (plain[0].first_index, plain[0].last_index) == (first.chunk_index,
-                                                           second.chunk_index)
-    assert flat(plain[0].text) == flat(join_chunks(first.text, second.text, first.text,
-                                                   second.text))
+    assert (plain[0].first_index, plain[0].last_index) == (first.chunk_index, second.chunk_index)
+    assert flat(plain[0].text) == flat(
+        join_chunks(first.text, second.text, first.text, second.text)
+    )
     assert flat(plain[0].text) in flat(section_text(source, heading))
     # expanded: the passage of hit 1 grows into hit 5's, which joins it; the whole section
     assert [[h.rank for h in p.hits] for p in grown] == [[1, 3, 4, 5], [2]]
-    assert (grown[0].first_index, grown[0].last_index) == (section[0].chunk_index,
-                                                           section[-1].chunk_index)
+    assert (grown[0].first_index, grown[0].last_index) == (
+        section[0].chunk_index,
+        section[-1].chunk_index,
+    )
     assert flat(grown[0].text) == flat(section_text(source, heading))
     assert grown[0].hit.rank == 1 and grown[1].hit.chunk_id == other.chunk_id
 
@@ -202,7 +226,8 @@ def test_budget_zero_gives_the_bare_hits(store, embedder, sections):
     seeds = [hit(section[0], 1), hit(section[1], 2), hit(section[1], 3)]
     passages = build_passages(seeds, store.chunks_at, embedder.tokenizer, 0)
     assert [p.hit for p in passages] == seeds and [p.text for p in passages] == [
-        h.text for h in seeds]
+        h.text for h in seeds
+    ]
     assert all(p.first_index == p.last_index == p.hit.chunk_index for p in passages)
     assert build_passages(seeds, None, None, 0) == passages  # nothing is read nor counted
 
@@ -220,8 +245,7 @@ def test_plain_context_is_the_hits_in_rank_order_until_the_budget(store, embedde
     sizes = [tokens(embedder, h.text) for h in seeds]
     budget = sum(sizes[:5]) + sizes[5] - 1  # the sixth does not fit
 
-    passages = build_passages(seeds, store.chunks_at, embedder.tokenizer, budget,
-                              expand=False)
+    passages = build_passages(seeds, store.chunks_at, embedder.tokenizer, budget, expand=False)
 
     assert [p.hit for p in passages] == seeds[:5]
     assert [p.text for p in passages] == [h.text for h in seeds[:5]]
@@ -245,8 +269,7 @@ def test_the_prompt_holds_the_expanded_passages_and_citations_name_their_hits(
     hits = [hit(section[2], 1), hit(section[3], 2), hit(other, 3), hit(section[0], 4)]
     builder = ContextBuilder(store.chunks_at, embedder.tokenizer, 2_000)
 
-    stream = AnswerStream("How do I drop a partition?", hits, None, passages=3,
-                          context=builder)
+    stream = AnswerStream("How do I drop a partition?", hits, None, passages=3, context=builder)
 
     passages = stream.prompt_passages
     assert [[h.rank for h in p.hits] for p in passages] == [[1, 2], [3]]  # hit 4: not seeded
@@ -258,11 +281,14 @@ def test_the_prompt_holds_the_expanded_passages_and_citations_name_their_hits(
     citations = extract_citations("It is [2], see [1].", passages)
     assert citations[2].chunk_id == other.chunk_id and citations[2].source == other.source
     assert (citations[1].first_index, citations[1].last_index) == (
-        passages[0].first_index, passages[0].last_index)
+        passages[0].first_index,
+        passages[0].last_index,
+    )
     # RAG_CONTEXT_TOKENS=0 and no builder: the bare hits, as before expansion
-    for bare in (AnswerStream("q", hits, None, 3),
-                 AnswerStream("q", hits, None, 3, ContextBuilder(store.chunks_at,
-                                                                 embedder.tokenizer, 0))):
+    for bare in (
+        AnswerStream("q", hits, None, 3),
+        AnswerStream("q", hits, None, 3, ContextBuilder(store.chunks_at, embedder.tokenizer, 0)),
+    ):
         assert [p.text for p in bare.prompt_passages] == [h.text for h in hits[:3]]
         assert bare.messages() == build_messages("q", hits[:3])
 
@@ -277,15 +303,23 @@ def test_context_recall_counts_a_relevant_source_in_the_context(store, embedder,
     qrels = {"q1": {other.source: 1}, "q2": {other.source: 1}, "q3": {page: 1, "x": 0}}
     six = sum(tokens(embedder, h.text) for h in crowd)
 
-    rows = context_recall(final, qrels, store.chunks_at, embedder.tokenizer,
-                          [six + 400, 100_000], seeds=2,
-                          hit_lists={"top-k": ranked, "capped": lambda h: cap_per_source(h, 1)},
-                          count=lambda source: store.count_chunks(source=source))
+    rows = context_recall(
+        final,
+        qrels,
+        store.chunks_at,
+        embedder.tokenizer,
+        [six + 400, 100_000],
+        seeds=2,
+        hit_lists={"top-k": ranked, "capped": lambda h: cap_per_source(h, 1)},
+        count=lambda source: store.count_chunks(source=source),
+    )
 
     by = {(r.hits, r.budget): (r.plain, r.expanded) for r in rows}
     whole = {(r.hits, r.budget): (r.plain_whole, r.expanded_whole) for r in rows}
-    assert [r.label for r in rows] == ["context-recall@" + str(six + 400),
-                                       "context-recall@100000"] * 2
+    assert [r.label for r in rows] == [
+        "context-recall@" + str(six + 400),
+        "context-recall@100000",
+    ] * 2
     # top-k: q1's other page is the 7th hit, in the plain context; q3's page is a seed's
     assert by[("top-k", six + 400)] == (2 / 3, 1 / 3)
     assert by[("top-k", 100_000)] == (2 / 3, 1 / 3)
@@ -295,14 +329,24 @@ def test_context_recall_counts_a_relevant_source_in_the_context(store, embedder,
     assert whole[("top-k", six + 400)] == (0.0, 0.0)
     assert whole[("top-k", 100_000)] == (0.0, 0.0)
     # … but a document of one section is (as a BEIR document is): count only the sections
-    in_section = {page: len(long_section),
-                  other.source: len(sections[(other.source, other.heading)])}
-    rows = context_recall(final, qrels, store.chunks_at, embedder.tokenizer, [100_000],
-                          seeds=2, count=in_section.__getitem__)
+    in_section = {
+        page: len(long_section),
+        other.source: len(sections[(other.source, other.heading)]),
+    }
+    rows = context_recall(
+        final,
+        qrels,
+        store.chunks_at,
+        embedder.tokenizer,
+        [100_000],
+        seeds=2,
+        count=in_section.__getitem__,
+    )
     # q3: the plain hits hold 5 of the section's 8 chunks, expansion all of them
     plain_q1 = 1 / 3 if in_section[other.source] == 1 else 0.0
     assert (rows[0].plain_whole, rows[0].expanded_whole) == (plain_q1, 1 / 3)
     assert context_recall(final, qrels, store.chunks_at, embedder.tokenizer, [10])[0] == (
-        ContextRecall("top-k", 10, 0.0, 0.0, 5, 3))
+        ContextRecall("top-k", 10, 0.0, 0.0, 5, 3)
+    )
     with pytest.raises(ValueError):
         context_recall(final, qrels, store.chunks_at, embedder.tokenizer, [0])

@@ -272,9 +272,23 @@ def test_rerank_rows_rerank_the_same_candidates(tmp_path):
 @pytest.mark.slow
 def test_context_recall_rows_per_budget_and_hit_list(tmp_path):
     dataset = _half_of_xquad_en(tmp_path / "xquad_r_en_half")
-    rows = _eval_cli(str(dataset), "--split", "test", "--limit-queries", "10", "--db",
-                     str(tmp_path / "eval.db"), "--mode", "hybrid-convex", "--context-budget",
-                     "2000", "--context-budget", "150", "--context-seeds", "3")
+    rows = _eval_cli(
+        str(dataset),
+        "--split",
+        "test",
+        "--limit-queries",
+        "10",
+        "--db",
+        str(tmp_path / "eval.db"),
+        "--mode",
+        "hybrid-convex",
+        "--context-budget",
+        "2000",
+        "--context-budget",
+        "150",
+        "--context-seeds",
+        "3",
+    )
     assert [row["mode"] for row in rows] == ["hybrid-convex"] * 5
     scores, *context = rows
     assert "row" not in scores and REQUIRED_KEYS <= set(scores)

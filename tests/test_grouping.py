@@ -83,25 +83,59 @@ def test_zero_or_none_means_no_cap_and_a_negative_cap_is_refused(retriever):
 
 
 def test_cap_per_source_keeps_the_first_chunks_of_each_source_in_order():
-    hits = [Hit(rank=i, score=1 / i, chunk_id=str(i), source=s, title="", heading="", page=0,
-                text="", chunk_index=i, fused_rank=i)
-            for i, s in enumerate("aabacbd", 1)]
+    hits = [
+        Hit(
+            rank=i,
+            score=1 / i,
+            chunk_id=str(i),
+            source=s,
+            title="",
+            heading="",
+            page=0,
+            text="",
+            chunk_index=i,
+            fused_rank=i,
+        )
+        for i, s in enumerate("aabacbd", 1)
+    ]
     kept = cap_per_source(hits, 2)
     assert [(h.chunk_id, h.source, h.rank, h.fused_rank) for h in kept] == [
-        ("1", "a", 1, 1), ("2", "a", 2, 2), ("3", "b", 3, 3), ("5", "c", 4, 5),
-        ("6", "b", 5, 6), ("7", "d", 6, 7),
+        ("1", "a", 1, 1),
+        ("2", "a", 2, 2),
+        ("3", "b", 3, 3),
+        ("5", "c", 4, 5),
+        ("6", "b", 5, 6),
+        ("7", "d", 6, 7),
     ]
     assert hits[4].rank == 5  # the input hits are not changed
 
 
 def test_cli_per_source_option_and_setting(ingested):
     uri, collection, _ = ingested
-    command = [sys.executable, "-m", "rag", "search", CROWDED, "--db", uri,
-               "--collection", collection, "--top-k", "5", "--json"]
+    command = [
+        sys.executable,
+        "-m",
+        "rag",
+        "search",
+        CROWDED,
+        "--db",
+        uri,
+        "--collection",
+        collection,
+        "--top-k",
+        "5",
+        "--json",
+    ]
 
     def most_per_page(*options, **env) -> int:
-        run = subprocess.run([*command, *options], capture_output=True, text=True, cwd=REPO,
-                             env={**os.environ, **env}, timeout=300)
+        run = subprocess.run(
+            [*command, *options],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            env={**os.environ, **env},
+            timeout=300,
+        )
         assert run.returncode == 0, run.stderr
         return max(Counter(hit["source"] for hit in json.loads(run.stdout)).values())
 

@@ -31,7 +31,10 @@ def test_model_path_finds_the_packaged_gguf_and_names_what_is_missing(tmp_path):
 def test_serve_llm_with_a_missing_model_exits_with_a_message():
     done = subprocess.run(
         [sys.executable, "-m", "rag", "serve-llm", "--model", "/nonexistent/model.gguf"],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 2
     assert "no GGUF model '/nonexistent/model.gguf'" in " ".join(done.stderr.split())
@@ -52,7 +55,10 @@ def test_the_server_lists_its_model_and_chats(local_llm):
 def test_serve_llm_stops_cleanly_on_sigterm():
     process = subprocess.Popen(
         [sys.executable, "-m", "rag", "serve-llm", "--port", "0", "--threads", "1"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     try:
         line = process.stdout.readline()

@@ -31,7 +31,9 @@ def test_demo_notebook_runs_and_shows_every_step():
     # "python3" is the kernel of the running interpreter (ipykernel in this venv); a failing
     # cell raises CellExecutionError with its traceback.
     NotebookClient(
-        notebook, kernel_name="python3", timeout=900,
+        notebook,
+        kernel_name="python3",
+        timeout=900,
         resources={"metadata": {"path": str(NOTEBOOK.parent)}},
     ).execute()
     EXECUTED.parent.mkdir(exist_ok=True)

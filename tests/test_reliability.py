@@ -120,9 +120,7 @@ def test_cli_never_prints_an_api_key(api_uri, scripts, tmp_path):
     it, `embedders --json`: the key is in no output."""
     env = {"RAG_OPENAI_BASE_URL": scripts.base_url, "RAG_LLM_BASE_URL": scripts.base_url}
     scripts.script = Script(status=401, message="Incorrect API key provided: {auth}")
-    answered = run(
-        "rag", "answer", QUERY, "--db", api_uri, "--json", "--per-source", "0", env=env
-    )
+    answered = run("rag", "answer", QUERY, "--db", api_uri, "--json", "--per-source", "0", env=env)
     scripts.embedding_script = Script(status=400, message="no such model for {auth}")
     docs = tmp_path / "docs"
     docs.mkdir()

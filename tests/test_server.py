@@ -46,7 +46,10 @@ def test_ingest_in_one_process_while_another_searches(server, tmp_path, embedder
     try:
         ingest = subprocess.Popen(
             [sys.executable, "-m", "ingest", str(docs), "--db", server, "--collection", "served"],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         retriever = Retriever(store, embedder)
         searched = 0
@@ -67,9 +70,24 @@ def test_ingest_in_one_process_while_another_searches(server, tmp_path, embedder
 
 def test_cli_search_against_the_server(server, tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "rag", "search", "product quantization", "--db", server,
-         "--collection", "served", "--json", "--top-k", "3"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "rag",
+            "search",
+            "product quantization",
+            "--db",
+            server,
+            "--collection",
+            "served",
+            "--json",
+            "--top-k",
+            "3",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     assert "ivf-pq.md" in {Path(hit["source"]).name for hit in json.loads(result.stdout)}
@@ -88,7 +106,10 @@ def test_serve_db_refuses_a_db_that_another_process_has_open(tmp_path):
     try:
         result = subprocess.run(
             [sys.executable, "-m", "rag", "serve-db", "--db", uri, "--port", "0"],
-            cwd=REPO, capture_output=True, text=True, timeout=300,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
     finally:
         disconnect(client, uri)
@@ -110,9 +131,21 @@ def test_load_script_runs_concurrent_clients_without_errors(tmp_path, settings, 
     assert report.chunks_written > 0 and not report.failed
 
     result = subprocess.run(
-        [sys.executable, "scripts/load_test.py", "--db", uri, "--clients", "2", "--queries",
-         "10", "--json"],
-        cwd=REPO, capture_output=True, text=True, timeout=1200,
+        [
+            sys.executable,
+            "scripts/load_test.py",
+            "--db",
+            uri,
+            "--clients",
+            "2",
+            "--queries",
+            "10",
+            "--json",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1200,
     )
 
     assert result.returncode == 0, result.stdout + result.stderr

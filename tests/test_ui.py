@@ -200,13 +200,23 @@ def test_hybrid_search_without_llm_shows_the_hits_with_stage_ranks_and_why(
     at = ask(start_app(*ingested[:2]), QUERY)
 
     settings = get_settings()
-    expected = Searcher(retriever, per_source=settings.per_source).search(
-        QUERY, top_k=settings.top_k, mode=settings.mode, fusion=settings.fusion,
-        rrf_k=settings.rrf_k, weights=settings.weights,
-    ).hits
+    expected = (
+        Searcher(retriever, per_source=settings.per_source)
+        .search(
+            QUERY,
+            top_k=settings.top_k,
+            mode=settings.mode,
+            fusion=settings.fusion,
+            rrf_k=settings.rrf_k,
+            weights=settings.weights,
+        )
+        .hits
+    )
     assert_shows(at, expected)
-    assert {Path(h.source).name for h in expected[:5]} & {"sparse-inverted-index.md",
-                                                         "sparse_vector.md"}
+    assert {Path(h.source).name for h in expected[:5]} & {
+        "sparse-inverted-index.md",
+        "sparse_vector.md",
+    }
     assert len({h.source for h in expected}) == len(expected)  # one passage a page
     for hit, row in zip(expected, shown_hits(at), strict=True):
         dense = f"dense #{hit.dense_rank}" if hit.dense_rank else "dense –"
@@ -270,13 +280,12 @@ def test_invalid_fusion_weights_show_an_error(start_app, ingested):
 
     assert not at.exception
     assert [rendered_text(e.value) for e in at.error] == [
-        "weights must be non-negative and not all zero"]
+        "weights must be non-negative and not all zero"
+    ]
     assert shown_hits(at) == []
 
 
-def test_unavailable_reranker_keeps_the_retrieved_order_with_a_note(
-    start_app, ingested, retriever
-):
+def test_unavailable_reranker_keeps_the_retrieved_order_with_a_note(start_app, ingested, retriever):
     at = start_app(*ingested[:2])
     at.sidebar.selectbox(key="reranker").set_value("cross-encoder")
     at.sidebar.slider(key="top_k").set_value(3)
@@ -284,15 +293,23 @@ def test_unavailable_reranker_keeps_the_retrieved_order_with_a_note(
 
     assert not at.exception and not at.error
     notes = [rendered_text(w.value) for w in at.warning]
-    assert any(n.startswith("reranker cross-encoder unavailable, retrieved order kept") for n
-               in notes)
+    assert any(
+        n.startswith("reranker cross-encoder unavailable, retrieved order kept") for n in notes
+    )
     assert_shows(at, Searcher(retriever, per_source=get_settings().per_source)
                  .search(QUERY, top_k=3).hits)  # fmt: skip
 
 
 def test_streamed_answer_links_its_citations_to_the_passages(start_app, ingested, fake_llm):
-    fake_llm.script = Script(deltas=["Use ", "SPARSE_INVERTED_INDEX", " [1]", " and [2, 9]",
-                                     "; not [9] <img src=x onerror=alert(7)> [z](javascript:x)"])
+    fake_llm.script = Script(
+        deltas=[
+            "Use ",
+            "SPARSE_INVERTED_INDEX",
+            " [1]",
+            " and [2, 9]",
+            "; not [9] <img src=x onerror=alert(7)> [z](javascript:x)",
+        ]
+    )
     at = start_app(*ingested[:2], llm=fake_llm.base_url)
     assert at.sidebar.toggle(key="use_llm").value is True
     at = ask(at, QUERY)
@@ -317,7 +334,8 @@ def test_streamed_answer_links_its_citations_to_the_passages(start_app, ingested
 
     assert [m.name for m in at.main.chat_message] == ["user", "assistant"] * 2
     assert '<a href="#t1-passage-1">[1]</a>' in COMMONMARK.render(
-        at.main.chat_message[3].markdown[0].value)
+        at.main.chat_message[3].markdown[0].value
+    )
     anchors = [h.proto.anchor for h in at.main.subheader]
     assert len(anchors) == len(set(anchors)) == 2 * get_settings().top_k
 
@@ -327,14 +345,16 @@ def test_llm_switched_off_or_failing_still_shows_the_passages(start_app, ingeste
     at.sidebar.toggle(key="use_llm").set_value(False)
     at = ask(at, QUERY)
     assert [rendered_text(w.value) for w in at.warning] == [
-        "No generated answer: answer generation is switched off in the sidebar"]
+        "No generated answer: answer generation is switched off in the sidebar"
+    ]
     assert shown_hits(at) and not fake_llm.requests
 
     fake_llm.script = Script(status=500, message="boom <b>x</b>")
     at = ask(start_app(*ingested[:2], llm=fake_llm.base_url), QUERY)
     (warning,) = at.warning
     assert rendered_text(warning.value) == (
-        f"No generated answer: the LLM at {fake_llm.base_url} answered HTTP 500: boom <b>x</b>")
+        f"No generated answer: the LLM at {fake_llm.base_url} answered HTTP 500: boom <b>x</b>"
+    )
     assert shown_hits(at) and not at.exception
     assert_no_live_markup(at)
 
@@ -359,7 +379,8 @@ def test_document_text_is_shown_literally(start_app, tmp_path, settings, embedde
 
     (hit,) = shown_hits(at)
     assert rendered_text(hit["text"]) == shown_lines(
-        "Quarantined zebra payload.\n" + "\n".join(PAYLOAD_LINES))
+        "Quarantined zebra payload.\n" + "\n".join(PAYLOAD_LINES)
+    )
     assert COMMONMARK.render(hit["title"]) == (
         f"<p>[1] {escapeHtml(Path(PLANTED_NAME).stem)}</p>\n"
     )
@@ -370,10 +391,22 @@ def test_document_text_is_shown_literally(start_app, tmp_path, settings, embedde
 @pytest.mark.parametrize(
     "text",
     [
-        "    indented code", "# heading", "1. item", "- item", "> quote", "| a | b |",
-        "a_b_c *x* __y__ ~~z~~", "`code` ``more``", "&amp; &#60; &lt;", "<https://x.org>",
-        "www.example.com", "a\\b\\", ":red[colour] :material/home: $x^2$", "![i](x.png)",
-        "line one\nline two\n\n  para", "[a]: http://x.org\n[a]",
+        "    indented code",
+        "# heading",
+        "1. item",
+        "- item",
+        "> quote",
+        "| a | b |",
+        "a_b_c *x* __y__ ~~z~~",
+        "`code` ``more``",
+        "&amp; &#60; &lt;",
+        "<https://x.org>",
+        "www.example.com",
+        "a\\b\\",
+        ":red[colour] :material/home: $x^2$",
+        "![i](x.png)",
+        "line one\nline two\n\n  para",
+        "[a]: http://x.org\n[a]",
     ],
 )
 def test_literal_markdown_renders_as_the_text_itself(app_module, text):
@@ -404,14 +437,28 @@ def test_highlight_and_answer_markup_stay_literal(app_module):
 
 
 def test_stage_line_shows_every_rank_and_the_rerank_score(app_module):
-    hit = Hit(rank=1, score=0.032, chunk_id="c", source="s", title="t", heading="", page=0,
-              text="x", dense_rank=4, sparse_rank=None, fused_rank=3, rerank_score=0.87)
+    hit = Hit(
+        rank=1,
+        score=0.032,
+        chunk_id="c",
+        source="s",
+        title="t",
+        heading="",
+        page=0,
+        text="x",
+        dense_rank=4,
+        sparse_rank=None,
+        fused_rank=3,
+        rerank_score=0.87,
+    )
     assert app_module.stage_line(hit, SearchMode.HYBRID) == (
-        "dense #4 · sparse – · fused #3 · score 0.0320 · rerank 0.8700")
+        "dense #4 · sparse – · fused #3 · score 0.0320 · rerank 0.8700"
+    )
     assert app_module.stage_line(hit, SearchMode.BM25) == "bm25 #3 · score 0.0320 · rerank 0.8700"
     hit.section_rank = 2
     assert app_module.stage_line(hit, SearchMode.HYBRID) == (
-        "dense #4 · sparse – · section #2 · fused #3 · score 0.0320 · rerank 0.8700")
+        "dense #4 · sparse – · section #2 · fused #3 · score 0.0320 · rerank 0.8700"
+    )
 
 
 def test_missing_collection_shows_the_stores_message(start_app, ingested, embedder):
@@ -428,9 +475,15 @@ def test_missing_collection_shows_the_stores_message(start_app, ingested, embedd
 def test_locked_db_shows_the_stores_message(start_app, tmp_path, embedder):
     uri = str(tmp_path / "locked.db")
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from pymilvus import MilvusClient; "
-         f"c = MilvusClient(uri={uri!r}); print('ready', flush=True); sys.stdin.read()"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pymilvus import MilvusClient; "
+            f"c = MilvusClient(uri={uri!r}); print('ready', flush=True); sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "ready"
@@ -490,8 +543,11 @@ def api_env(monkeypatch, api_db):
     """The environment of the app on ``api_db``: the fake's URL and key, one retry."""
     fake, _ = api_db
     for key, value in {
-        "RAG_OPENAI_BASE_URL": fake.base_url, "RAG_OPENAI_API_KEY": API_KEY,
-        "RAG_MAX_RETRIES": "1", "RAG_RETRY_BACKOFF": "0.01", "RAG_REQUEST_TIMEOUT": "1",
+        "RAG_OPENAI_BASE_URL": fake.base_url,
+        "RAG_OPENAI_API_KEY": API_KEY,
+        "RAG_MAX_RETRIES": "1",
+        "RAG_RETRY_BACKOFF": "0.01",
+        "RAG_REQUEST_TIMEOUT": "1",
     }.items():
         monkeypatch.setenv(key, value)
     fake.embedding_script = Script()
@@ -523,14 +579,16 @@ def test_a_failing_embedding_api_gives_full_text_matches_and_the_reason(
     assert len(api_env.embedding_requests) - before == requests
     notes = [rendered_text(w.value) for w in at.warning]
     (note,) = [n for n in notes if not n.startswith("No generated answer")]
-    assert note.startswith("the query could not be embedded, so these are full-text matches: "
-                           "OpenAI")
+    assert note.startswith(
+        "the query could not be embedded, so these are full-text matches: OpenAI"
+    )
     assert expected in note and API_KEY not in note
     store = MilvusStore.open(api_db[1], "docs")  # Milvus full-text search, directly
     matches, pages = store.search(BM25_FIELD, [QUERY], 1000), set()
     store.close()
     first_per_page = [  # one passage a page (RAG_PER_SOURCE=1), in Milvus's order
-        raw for raw in matches
+        raw
+        for raw in matches
         if raw["entity"]["source"] not in pages and not pages.add(raw["entity"]["source"])
     ]
     expected_titles = [
@@ -542,8 +600,7 @@ def test_a_failing_embedding_api_gives_full_text_matches_and_the_reason(
     assert all(re.fullmatch(r"bm25 #\d+ · score [\d.]+", h["stages"]) for h in shown)
 
 
-def test_an_embedding_api_down_at_start_is_a_clear_error(start_app, api_db, api_env,
-                                                          monkeypatch):
+def test_an_embedding_api_down_at_start_is_a_clear_error(start_app, api_db, api_env, monkeypatch):
     url = f"http://127.0.0.1:{free_port()}/v1"
     monkeypatch.setenv("RAG_OPENAI_BASE_URL", url)
     at = start_app(api_db[1])
@@ -580,8 +637,9 @@ def test_api_keys_never_reach_the_page(start_app, api_db, api_env, fake_llm, mon
 
     echoed = failing(fake_llm.base_url, Script(status=401, message="Incorrect API key: {auth}"))
     port = fake_llm.server.server_port
-    in_url = failing(f"http://user:{API_KEY}@127.0.0.1:{port}/v1",
-                     Script(status=503, message="overloaded"))
+    in_url = failing(
+        f"http://user:{API_KEY}@127.0.0.1:{port}/v1", Script(status=503, message="overloaded")
+    )
 
     assert fake_llm.headers[0]["authorization"] == f"Bearer {API_KEY}"  # the key was sent
     assert api_env.embedding_requests  # and the embedding API was called
@@ -608,8 +666,10 @@ def test_a_collection_of_another_schema_or_profile_says_the_way_out(
     monkeypatch.setenv("RAG_PROFILE", "bge-m3")
     other_profile = start_app(uri, "current")
 
-    for at, reason in ((old, "was built with schema v0 of this tool"),
-                       (other_profile, "but the settings ask for profile 'bge-m3'")):
+    for at, reason in (
+        (old, "was built with schema v0 of this tool"),
+        (other_profile, "but the settings ask for profile 'bge-m3'"),
+    ):
         assert not at.exception and not at.chat_input
         (error,) = at.error
         assert reason in error.value and "python -m ingest PATH --reset" in error.value
@@ -619,9 +679,12 @@ def test_a_collection_of_another_schema_or_profile_says_the_way_out(
 def ingest_cli(folder: Path, uri: str, **env: str) -> subprocess.Popen:
     """`python -m ingest FOLDER --db URI` in a process of its own (one torch thread)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "ingest", str(folder), "--db", uri], cwd=REPO,
-        env={**os.environ, "RAG_NUM_THREADS": "1", **env}, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "ingest", str(folder), "--db", uri],
+        cwd=REPO,
+        env={**os.environ, "RAG_NUM_THREADS": "1", **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -643,8 +706,10 @@ def holds_lock(db: Path, pid: int) -> bool:
     inode = lock.stat().st_ino
     for line in Path("/proc/locks").read_text().splitlines():
         fields = line.split()
-        if fields[1] in ("POSIX", "FLOCK") and fields[4] == str(pid) and fields[5].endswith(
-            f":{inode}"
+        if (
+            fields[1] in ("POSIX", "FLOCK")
+            and fields[4] == str(pid)
+            and fields[5].endswith(f":{inode}")
         ):
             return True
     return False

@@ -81,9 +81,7 @@ def answer_markdown(text: str, ranks: list[int], turn: int) -> str:
     parts, position = [], 0
     for start, end, numbers in citation_spans(text, len(ranks)):
         parts.append(inline_literal(text[position:start]))
-        parts.append(
-            " ".join(f"[\\[{n}\\]](#{anchor(turn, ranks[n - 1])})" for n in numbers)
-        )
+        parts.append(" ".join(f"[\\[{n}\\]](#{anchor(turn, ranks[n - 1])})" for n in numbers))
         position = end
     parts.append(inline_literal(text[position:]))
     return "".join(parts)
@@ -128,52 +126,74 @@ def search_options(settings: Settings) -> dict:
     sidebar = st.sidebar
     sidebar.header("Search")
     modes = [mode.value for mode in SearchMode]
-    mode = SearchMode(sidebar.radio("Mode", modes, modes.index(settings.mode), key="mode",
-                                    horizontal=True))
+    mode = SearchMode(
+        sidebar.radio("Mode", modes, modes.index(settings.mode), key="mode", horizontal=True)
+    )
     options: dict = {"mode": mode}
     if mode is SearchMode.HYBRID:
         fusions = [fusion.value for fusion in Fusion]
-        fusion = Fusion(sidebar.radio("Fusion", fusions, fusions.index(settings.fusion),
-                                      key="fusion", horizontal=True))
+        fusion = Fusion(
+            sidebar.radio(
+                "Fusion", fusions, fusions.index(settings.fusion), key="fusion", horizontal=True
+            )
+        )
         options["fusion"] = fusion
         if fusion is Fusion.RRF:
-            options["rrf_k"] = sidebar.number_input("RRF k", 1, value=settings.rrf_k,
-                                                    key="rrf_k")
+            options["rrf_k"] = sidebar.number_input("RRF k", 1, value=settings.rrf_k, key="rrf_k")
         else:
             top = max(1.0, *settings.weights)
             options["weights"] = (
-                sidebar.slider("Dense weight", 0.0, top, settings.weights[0], 0.05,
-                               key="dense_weight"),
-                sidebar.slider("Sparse weight", 0.0, top, settings.weights[1], 0.05,
-                               key="sparse_weight"),
+                sidebar.slider(
+                    "Dense weight", 0.0, top, settings.weights[0], 0.05, key="dense_weight"
+                ),
+                sidebar.slider(
+                    "Sparse weight", 0.0, top, settings.weights[1], 0.05, key="sparse_weight"
+                ),
             )
     names = list(RERANKERS)
     options["reranker"] = sidebar.selectbox(
-        "Reranker", names, names.index(settings.reranker) if settings.reranker in names else 0,
-        key="reranker", help="Reorders the retrieved passages; the model loads on first use.",
+        "Reranker",
+        names,
+        names.index(settings.reranker) if settings.reranker in names else 0,
+        key="reranker",
+        help="Reorders the retrieved passages; the model loads on first use.",
     )
-    options["top_k"] = sidebar.slider("Passages (top-k)", 1, max(50, settings.top_k),
-                                      settings.top_k, key="top_k")
+    options["top_k"] = sidebar.slider(
+        "Passages (top-k)", 1, max(50, settings.top_k), settings.top_k, key="top_k"
+    )
     options["per_source"] = sidebar.number_input(
-        "Passages per file (0: no cap)", 0, value=settings.per_source, key="per_source",
-        help="Most passages of one file among the results.")
-    options["source_prefix"] = sidebar.text_input(
-        "Source prefix (optional)", key="source_prefix",
-        help="Only search files whose path starts with this text.",
-    ) or None
+        "Passages per file (0: no cap)",
+        0,
+        value=settings.per_source,
+        key="per_source",
+        help="Most passages of one file among the results.",
+    )
+    options["source_prefix"] = (
+        sidebar.text_input(
+            "Source prefix (optional)",
+            key="source_prefix",
+            help="Only search files whose path starts with this text.",
+        )
+        or None
+    )
     sidebar.header("Answer")
     options["use_llm"] = sidebar.toggle(
-        "Generate a cited answer", value=bool(settings.llm_base_url), key="use_llm",
+        "Generate a cited answer",
+        value=bool(settings.llm_base_url),
+        key="use_llm",
         disabled=not settings.llm_base_url,
     )
     if settings.llm_base_url:
         model = settings.llm_model or "the endpoint's first model"
         endpoint = public_url(settings.llm_base_url)  # never the credentials of a URL
-        sidebar.caption(f"{literal(endpoint)} · {literal(model)} · the best "
-                        f"{settings.llm_passages} passages are given to it")
+        sidebar.caption(
+            f"{literal(endpoint)} · {literal(model)} · the best "
+            f"{settings.llm_passages} passages are given to it"
+        )
     else:
-        sidebar.caption("No LLM is configured: set RAG\\_LLM\\_BASE\\_URL (see `python -m rag "
-                        "serve-llm`).")
+        sidebar.caption(
+            "No LLM is configured: set RAG\\_LLM\\_BASE\\_URL (see `python -m rag serve-llm`)."
+        )
     return options
 
 
@@ -243,9 +263,11 @@ def show_details(index: int, turn: Turn) -> None:
         st.warning(literal(note))
     hits = turn.answer.hits
     cited = ", ".join(f"[{n}]" for n in turn.answer.citations) or "none"
-    st.caption(f"{len(hits)} passages · {turn.mode.value} search · "
-               f"question language: {literal(turn.language)} · {turn.elapsed_ms:.0f} ms · "
-               f"cited: {literal(cited)}")
+    st.caption(
+        f"{len(hits)} passages · {turn.mode.value} search · "
+        f"question language: {literal(turn.language)} · {turn.elapsed_ms:.0f} ms · "
+        f"cited: {literal(cited)}"
+    )
     if not hits:
         st.info("No passage matches this question.")
     if turn.terms:
@@ -260,8 +282,9 @@ def escaped(deltas: Iterator[str]) -> Iterator[str]:
         yield inline_literal(delta)
 
 
-def retrieve(retriever: Retriever, settings: Settings, question: str,
-             options: dict) -> tuple[Searcher, SearchResult, list[str]]:
+def retrieve(
+    retriever: Retriever, settings: Settings, question: str, options: dict
+) -> tuple[Searcher, SearchResult, list[str]]:
     """The searcher of the chosen reranker, its result for ``question`` and the notes for the
     user (:meth:`rag.search.Searcher.search`). A reranker that cannot load leaves the
     retrieved order, with a note.
@@ -269,22 +292,23 @@ def retrieve(retriever: Retriever, settings: Settings, question: str,
     Raises:
         ValueError: empty query or invalid fusion parameters.
     """
-    search = {k: v for k, v in options.items()
-              if k not in ("reranker", "use_llm", "per_source")}
+    search = {k: v for k, v in options.items() if k not in ("reranker", "use_llm", "per_source")}
     notes = []
     try:
         reranker = load_reranker(settings, options["reranker"])
     except (OSError, RerankError, ValueError) as error:
         reranker = None
         notes.append(f"reranker {options['reranker']} unavailable, retrieved order kept: {error}")
-    searcher = Searcher(retriever, reranker, settings.rerank_candidates,
-                        per_source=options["per_source"])
+    searcher = Searcher(
+        retriever, reranker, settings.rerank_candidates, per_source=options["per_source"]
+    )
     result = searcher.search(question, **search)
     return searcher, result, notes + result.notes
 
 
-def ask(retriever: Retriever, settings: Settings, question: str, options: dict,
-        index: int) -> Turn | None:
+def ask(
+    retriever: Retriever, settings: Settings, question: str, options: dict, index: int
+) -> Turn | None:
     """Answer ``question`` in the page (streamed), returning the finished turn (``None``
     after an error shown to the user: an invalid query or fusion setting, or an unusable
     collection)."""
@@ -314,8 +338,16 @@ def ask(retriever: Retriever, settings: Settings, question: str, options: dict,
         else:
             placeholder.empty()
         terms = searcher.matched_terms(question, result.mode)
-        turn = Turn(question, answer, result.mode, ranks, terms, notes,
-                    elapsed_ms, result.language.describe())
+        turn = Turn(
+            question,
+            answer,
+            result.mode,
+            ranks,
+            terms,
+            notes,
+            elapsed_ms,
+            result.language.describe(),
+        )
         show_details(index, turn)
     return turn
 
@@ -333,9 +365,13 @@ def main() -> None:
     try:
         chat(retriever, settings)
     except MilvusException as error:  # e.g. the db server was stopped: said, no traceback
-        st.error(literal(f"Milvus at {settings.milvus_uri} failed: {error.message}. Check that "
-                         "it runs (python -m rag serve-db serves a Milvus Lite db), then reload "
-                         "the page."))
+        st.error(
+            literal(
+                f"Milvus at {settings.milvus_uri} failed: {error.message}. Check that "
+                "it runs (python -m rag serve-db serves a Milvus Lite db), then reload "
+                "the page."
+            )
+        )
 
 
 def chat(retriever: Retriever, settings: Settings) -> None:

@@ -63,9 +63,9 @@ class BGEM3ColbertReranker(ScoringReranker):
     def score(self, query: str, passages: list[str]) -> np.ndarray:
         """``colbert_score(query vectors, passage vectors)`` per passage: ``float32 [n]``."""
         only_colbert = {"return_dense": False, "return_sparse": False, "return_colbert_vecs": True}
-        query_vecs = self.model.encode_queries(
-            [query], batch_size=self.batch_size, **only_colbert
-        )["colbert_vecs"][0]
+        query_vecs = self.model.encode_queries([query], batch_size=self.batch_size, **only_colbert)[
+            "colbert_vecs"
+        ][0]
         passage_vecs = self.model.encode_corpus(
             passages, batch_size=self.batch_size, **only_colbert
         )["colbert_vecs"]

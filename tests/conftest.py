@@ -138,6 +138,40 @@ def retriever(ingested, embedder):
     store.close()
 
 
+@pytest.fixture
+def fake_llm():
+    """A scripted OpenAI-compatible endpoint on a loopback port (``fake_llm.FakeLLM``)."""
+    from fake_llm import FakeLLM
+
+    fake = FakeLLM()
+    yield fake
+    fake.close()
+
+
+@pytest.fixture
+def start_app(monkeypatch):
+    """Run the Streamlit app (``ui/app.py``) once in an AppTest against ``(uri, collection)``
+    and an optional LLM endpoint; the settings come from the environment."""
+    from streamlit.testing.v1 import AppTest
+
+    from rag.settings import get_settings
+
+    app = Path(__file__).resolve().parents[1] / "ui" / "app.py"
+
+    def start(uri: str, collection: str = "docs", llm: str | None = None) -> AppTest:
+        monkeypatch.setenv("RAG_MILVUS_URI", uri)
+        monkeypatch.setenv("RAG_COLLECTION", collection)
+        if llm:
+            monkeypatch.setenv("RAG_LLM_BASE_URL", llm)
+        else:
+            monkeypatch.delenv("RAG_LLM_BASE_URL", raising=False)
+        get_settings.cache_clear()
+        return AppTest.from_file(str(app), default_timeout=120).run()
+
+    yield start
+    get_settings.cache_clear()
+
+
 def free_port() -> int:
     """A loopback port that nothing listens on (for now)."""
     import socket

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import MILVUS_DOCS_EN
-from fake_llm import FakeLLM, Script
+from fake_llm import Script
 from typer.testing import CliRunner
 
 from rag.__main__ import app
@@ -68,13 +68,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-@pytest.fixture
-def fake_llm():
-    fake = FakeLLM()
-    yield fake
-    fake.close()
 
 
 # ---------------------------------------------------------------- prompt and injection

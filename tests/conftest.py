@@ -149,6 +149,22 @@ def fake_llm():
 
 
 @pytest.fixture
+def jina_stub():
+    """A loopback Jina Reranker API (``jina_stub.JinaStub``), served on a thread."""
+    import threading
+
+    from jina_stub import JinaStub
+
+    server = JinaStub()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+@pytest.fixture
 def start_app(monkeypatch):
     """Run the Streamlit app (``ui/app.py``) once in an AppTest against ``(uri, collection)``
     and an optional LLM endpoint; the settings come from the environment."""

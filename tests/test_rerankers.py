@@ -1,18 +1,13 @@
-"""Rerankers on tiny local fixtures (no weights can be downloaded here) and a loopback Jina API."""
+"""Rerankers on tiny local fixtures (no weights can be downloaded here), in the search path
+and the CLI."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
-import socket
 import subprocess
 import sys
-import threading
-import time
-from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 # Nothing here may reach the Hugging Face Hub (set before transformers reads it).
@@ -23,10 +18,20 @@ import pytest
 import torch
 from bge_m3_fixture import SEED, build_tiny_bge_m3
 from cross_encoder_fixture import build_tiny_cross_encoder
+from jina_stub import Reply, jina_reranker
+from reranker_support import (
+    MULTILINGUAL,
+    PASSAGES,
+    QUERY,
+    REPO,
+    assert_reranked,
+    expected_order,
+    make_hits,
+    make_settings,
+)
 
 from rag.chunking import embedding_text
 from rag.embedders.bge_m3 import BGEM3Embedder
-from rag.http import retry_after_seconds
 from rag.rerankers import (
     RERANKERS,
     Reranker,
@@ -39,75 +44,7 @@ from rag.rerankers import (
 from rag.rerankers.bge import BGEReranker
 from rag.rerankers.colbert import BGEM3ColbertReranker
 from rag.rerankers.cross_encoder import CrossEncoderReranker
-from rag.rerankers.jina import JinaReranker
-from rag.settings import Settings
 from rag.types import Chunk, Hit
-
-REPO = Path(__file__).resolve().parents[1]
-QUERY = "How does HNSW build its proximity graph?"
-PASSAGES = [
-    "IVF_FLAT clusters vectors into buckets and scans the nearest buckets.",
-    "HNSW builds a layered proximity graph; efConstruction bounds the candidate list.",
-    "Sparse inverted indexes map each term to the vectors that contain it.",
-    "DiskANN keeps a Vamana graph on SSD for billion-scale search.",
-    "Product quantization splits each vector into subvectors and encodes each one.",
-    "BM25 scores documents by term frequency and inverse document frequency.",
-]
-MULTILINGUAL = [
-    "Milvus Lite keeps dense and sparse vectors in one local file.",
-    "北京是中华人民共和国的首都，也是全国的政治中心。",
-    "Москва — столица России и крупнейший город страны.",
-    "HNSW builds a layered proximity graph over the vectors.",
-]
-JINA_KEY = "jina_test-key-0123456789abcdefSECRET"
-
-
-def make_hits(texts: list[str], *, title: str = "", heading: str = "") -> list[Hit]:
-    """Retrieved hits in rank order, with distinct stage ranks to check they are kept."""
-    return [
-        Hit(
-            rank=i,
-            score=1.0 / (60 + i),
-            chunk_id=f"chunk-{i}",
-            source=f"docs/page{i}.md",
-            title=title,
-            heading=heading,
-            page=0,
-            text=text,
-            chunk_index=i - 1,
-            dense_rank=i + 10,
-            sparse_rank=None if i % 2 else i + 20,
-            fused_rank=i,
-        )
-        for i, text in enumerate(texts, 1)
-    ]
-
-
-def make_settings(**values) -> Settings:
-    """Settings with ``values``, isolated from any `.env` of the developer; float32 forward
-    passes unless ``precision`` is given, so scores can be compared with a plain load."""
-    return Settings(_env_file=None, **({"num_threads": 1, "precision": "float32"} | values))
-
-
-def expected_order(scores) -> list[int]:
-    """Positions sorted by score, best first, ties in the given order."""
-    return sorted(range(len(scores)), key=lambda i: -float(scores[i]))
-
-
-def assert_reranked(out: list[Hit], hits: list[Hit], scores, top_k: int | None = None) -> None:
-    """``out`` is ``hits`` ordered by ``scores`` and cut to ``top_k``, earlier ranks kept."""
-    order = expected_order(scores)[:top_k]
-    assert [h.chunk_id for h in out] == [hits[i].chunk_id for i in order]
-    assert [h.rank for h in out] == list(range(1, len(order) + 1))
-    for hit, i in zip(out, order, strict=True):
-        assert hit.rerank_score == pytest.approx(float(scores[i]), rel=1e-5, abs=1e-6)
-        original = hits[i]
-        assert (hit.fused_rank, hit.dense_rank, hit.sparse_rank, hit.score) == (
-            original.fused_rank,
-            original.dense_rank,
-            original.sparse_rank,
-            original.score,
-        )
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -382,250 +319,6 @@ def test_colbert_from_pretrained_agrees_with_the_shared_model(colbert, tiny_bge_
     np.testing.assert_allclose(
         loaded.score(QUERY, texts), colbert.score(QUERY, texts), rtol=1e-5, atol=1e-6
     )
-
-
-# ----------------------------------------------------------------- Jina API (loopback)
-def overlap_score(query: str, document: str) -> float:
-    """The stub's relevance: shared lower-cased words over the document's word count + 1."""
-    words = document.lower().split()
-    return len(set(query.lower().split()) & set(words)) / (1 + len(words))
-
-
-@dataclasses.dataclass
-class Reply:
-    """One planned answer of the stub: a status, headers, a JSON body (``None``: the
-    documented success answer) or raw bytes, sent after ``delay`` seconds."""
-
-    status: int = 200
-    headers: dict[str, str] = dataclasses.field(default_factory=dict)
-    body: object = None
-    raw: bytes | None = None
-    delay: float = 0.0
-
-
-class JinaStub(ThreadingHTTPServer):
-    """A loopback server speaking the Jina Reranker API: ``POST /v1/rerank`` with
-    ``{"model", "query", "documents", "top_n", "return_documents"}`` answers
-    ``{"model", "usage", "results": [{"index", "relevance_score", "document"?}]}``, best
-    first, ``top_n`` long. Planned ``replies`` are used first, in order."""
-
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), JinaHandler)
-        self.replies: list[Reply] = []
-        self.requests: list[dict] = []
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.server_port}/v1"
-
-    @staticmethod
-    def answer(request: dict) -> dict:
-        scores = [overlap_score(request["query"], d) for d in request["documents"]]
-        order = sorted(range(len(scores)), key=lambda i: -scores[i])
-        results = [{"index": i, "relevance_score": scores[i]} for i in order]
-        if request.get("return_documents", True):
-            for result in results:
-                result["document"] = {"text": request["documents"][result["index"]]}
-        tokens = sum(len(d.split()) for d in request["documents"])
-        return {
-            "model": request["model"],
-            "usage": {"total_tokens": tokens, "prompt_tokens": tokens},
-            "results": results[: request.get("top_n") or len(results)],
-        }
-
-
-class JinaHandler(BaseHTTPRequestHandler):
-    server: JinaStub
-
-    def do_POST(self) -> None:  # noqa: N802 (the http.server API)
-        request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.server.requests.append(
-            {"path": self.path, "headers": dict(self.headers.items()), "body": request}
-        )
-        reply = self.server.replies.pop(0) if self.server.replies else Reply()
-        time.sleep(reply.delay)
-        if reply.raw is not None:
-            data = reply.raw
-        elif reply.body is not None:
-            data = json.dumps(reply.body).encode()
-        elif self.path != "/v1/rerank":
-            reply, data = Reply(status=404), b'{"detail": "Not Found"}'
-        else:
-            data = json.dumps(JinaStub.answer(request)).encode()
-        try:
-            self.send_response(reply.status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            for name, value in reply.headers.items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(data)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client gave up (timeout test)
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        pass
-
-
-@pytest.fixture
-def jina_stub():
-    server = JinaStub()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join()
-
-
-def jina_reranker(base_url: str, waits: list[float], **options) -> JinaReranker:
-    """A client with tiny waits, recorded in ``waits`` instead of slept."""
-    defaults = {"base_url": base_url, "timeout": 2.0, "max_retries": 2, "backoff": 0.001}
-    return JinaReranker(JINA_KEY, sleep=waits.append, **(defaults | options))
-
-
-def test_jina_sends_the_documented_request_and_reorders(jina_stub):
-    hits = make_hits(PASSAGES, title="Index guide")
-    reranker = jina_reranker(jina_stub.base_url, [])
-    out = reranker.rerank(QUERY, hits, top_k=4)
-    (request,) = jina_stub.requests
-    assert request["path"] == "/v1/rerank"
-    assert request["headers"]["Authorization"] == f"Bearer {JINA_KEY}"
-    assert request["headers"]["Content-Type"] == "application/json"
-    documents = [passage_text(h) for h in hits]
-    assert request["body"] == {
-        "model": "jina-reranker-v1-base-en",
-        "query": QUERY,
-        "documents": documents,
-        "top_n": len(documents),
-        "return_documents": False,
-    }
-    scores = [overlap_score(QUERY, d) for d in documents]
-    assert_reranked(out, hits, scores, top_k=4)
-    assert out[0].chunk_id == "chunk-2"  # the HNSW passage
-
-
-def test_jina_from_settings(jina_stub):
-    reranker = build_reranker(
-        make_settings(
-            reranker="jina",
-            reranker_model="jina-reranker-v2-base-multilingual",
-            jina_api_key=JINA_KEY,
-            jina_base_url=jina_stub.base_url + "/",
-            request_timeout=5.0,
-            max_retries=1,
-        )
-    )
-    assert isinstance(reranker, JinaReranker)
-    assert (reranker.timeout, reranker.max_retries) == (5.0, 1)
-    out = reranker.rerank(QUERY, make_hits(PASSAGES), top_k=1)
-    assert out[0].chunk_id == "chunk-2"
-    assert jina_stub.requests[0]["body"]["model"] == "jina-reranker-v2-base-multilingual"
-    assert jina_stub.requests[0]["path"] == "/v1/rerank"
-
-
-def test_jina_retries_429_then_succeeds(jina_stub):
-    jina_stub.replies = [Reply(429, body={"detail": "rate limited"})]
-    waits: list[float] = []
-    out = jina_reranker(jina_stub.base_url, waits).rerank(QUERY, make_hits(PASSAGES))
-    assert len(jina_stub.requests) == 2 and waits == [0.001]
-    assert out[0].chunk_id == "chunk-2"
-
-
-def test_jina_respects_retry_after_up_to_the_cap(jina_stub):
-    jina_stub.replies = [
-        Reply(429, {"Retry-After": "1"}, {"detail": "slow down"}),
-        Reply(503, {"Retry-After": "120"}, {"detail": "unavailable"}),
-    ]
-    waits: list[float] = []
-    jina_reranker(jina_stub.base_url, waits, max_backoff=5.0).rerank(QUERY, make_hits(PASSAGES))
-    assert waits == [1.0, 5.0]
-    assert len(jina_stub.requests) == 3
-
-
-def test_jina_gives_up_after_three_5xx(jina_stub):
-    jina_stub.replies = [Reply(500, body={"detail": "boom"}) for _ in range(5)]
-    waits: list[float] = []
-    with pytest.raises(RerankError, match=r"failed 3 times; last: HTTP 500"):
-        jina_reranker(jina_stub.base_url, waits).rerank(QUERY, make_hits(PASSAGES))
-    assert len(jina_stub.requests) == 3
-    assert waits == [0.001, 0.002]  # exponential backoff, no wait after the last attempt
-
-
-@pytest.mark.parametrize("status", [401, 403])
-def test_jina_bad_key_is_a_clear_error_without_the_key(jina_stub, status):
-    jina_stub.replies = [Reply(status, body={"detail": f"Invalid API key {JINA_KEY}"})]
-    with pytest.raises(RerankError) as caught:
-        jina_reranker(jina_stub.base_url, []).rerank(QUERY, make_hits(PASSAGES))
-    message = str(caught.value)
-    assert "Jina" in message and f"HTTP {status}" in message
-    assert "refused the API key" in message and "RAG_JINA_API_KEY" in message
-    assert JINA_KEY not in message and JINA_KEY not in repr(caught.value)
-    assert caught.value.__cause__ is None
-    assert len(jina_stub.requests) == 1  # not retried
-
-
-def test_jina_other_4xx_is_not_retried_and_masks_an_echoed_key(jina_stub):
-    jina_stub.replies = [Reply(422, body={"detail": f"bad documents for {JINA_KEY}"})]
-    with pytest.raises(RerankError, match=r"HTTP 422.*bad documents for \*\*\*") as caught:
-        jina_reranker(jina_stub.base_url, []).rerank(QUERY, make_hits(PASSAGES))
-    assert JINA_KEY not in str(caught.value)
-    assert len(jina_stub.requests) == 1
-
-
-def test_jina_timeouts_are_retried_then_an_error(jina_stub):
-    jina_stub.replies = [Reply(delay=0.6), Reply(delay=0.6)]
-    waits: list[float] = []
-    reranker = jina_reranker(jina_stub.base_url, waits, timeout=0.15, max_retries=1)
-    with pytest.raises(RerankError, match=r"failed 2 times; last: ReadTimeout"):
-        reranker.rerank(QUERY, make_hits(PASSAGES))
-    assert len(jina_stub.requests) == 2 and waits == [0.001]
-
-
-def test_jina_connection_refused_is_retried_then_an_error():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    waits: list[float] = []
-    reranker = jina_reranker(f"http://127.0.0.1:{port}/v1", waits)
-    with pytest.raises(RerankError, match=r"failed 3 times; last: ConnectError"):
-        reranker.rerank(QUERY, make_hits(PASSAGES))
-    assert waits == [0.001, 0.002]
-
-
-@pytest.mark.parametrize(
-    "reply,problem",
-    [
-        (Reply(body={"data": []}), "no 'results'"),
-        (Reply(body={"results": [{"index": 0, "relevance_score": 0.5}]}), "5 of 6"),
-        (Reply(body={"results": [{"index": 9, "relevance_score": 0.5}]}), "invalid result"),
-        (Reply(body={"results": [{"index": 0, "relevance_score": "high"}]}), "invalid result"),
-        (Reply(body={"results": [{"index": 0, "relevance_score": 1}] * 2}), "twice"),
-        (Reply(raw=b"<html>gateway</html>"), "not JSON"),
-    ],
-)
-def test_jina_malformed_answers_are_errors(jina_stub, reply, problem):
-    jina_stub.replies = [reply]
-    with pytest.raises(RerankError, match=problem):
-        jina_reranker(jina_stub.base_url, []).rerank(QUERY, make_hits(PASSAGES))
-
-
-def test_jina_needs_a_key():
-    for key in (None, "", "  "):
-        with pytest.raises(RerankError, match="no API key; set RAG_JINA_API_KEY"):
-            JinaReranker(key)
-
-
-def test_retry_after_parsing():
-    now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
-    assert retry_after_seconds("3") == 3.0
-    assert retry_after_seconds("-3") == 0.0
-    assert retry_after_seconds(format_datetime(now + timedelta(seconds=7), usegmt=True), now) == 7
-    assert retry_after_seconds(format_datetime(now - timedelta(seconds=7), usegmt=True), now) == 0
-    assert retry_after_seconds("soon") is None and retry_after_seconds(None) is None
-    assert retry_after_seconds("nan") is None
 
 
 # ----------------------------------------------------------------- the query path

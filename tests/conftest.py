@@ -115,6 +115,18 @@ def ingest_folder(uri, settings, embedder, folder, dense_index="FLAT", analyzer=
         store.close()
 
 
+@pytest.fixture
+def small_docs(tmp_path) -> Path:
+    """Two real Milvus docs pages (FLAT and IVF_FLAT) in a folder of their own."""
+    import shutil
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for name in ("flat.md", "ivf-flat.md"):
+        shutil.copy(MILVUS_DOCS_EN / "userGuide" / "indexes" / "floating-vector" / name, folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def ingested(tmp_path_factory, settings, embedder, docs_folder):
     """A Milvus Lite db in a temp dir holding the ingested Milvus docs subset.

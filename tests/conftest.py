@@ -13,6 +13,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 MILVUS_DOCS_EN = SHARED_DATA / "milvus_docs" / "web-content_v2.6.x_en" / "site" / "en"
+FLOATING_VECTOR_PAGES = MILVUS_DOCS_EN / "userGuide" / "indexes" / "floating-vector"
 
 
 def milvus_docs_subset() -> list[Path]:
@@ -20,7 +21,7 @@ def milvus_docs_subset() -> list[Path]:
     guide = MILVUS_DOCS_EN / "userGuide"
     return sorted(
         [
-            *(guide / "indexes" / "floating-vector").glob("*.md"),
+            *FLOATING_VECTOR_PAGES.glob("*.md"),
             guide / "indexes" / "sparse" / "sparse-inverted-index.md",
             guide / "schema" / "sparse_vector.md",
             guide / "schema" / "dense-vector.md",
@@ -123,7 +124,7 @@ def small_docs(tmp_path) -> Path:
     folder = tmp_path / "docs"
     folder.mkdir()
     for name in ("flat.md", "ivf-flat.md"):
-        shutil.copy(MILVUS_DOCS_EN / "userGuide" / "indexes" / "floating-vector" / name, folder)
+        shutil.copy(FLOATING_VECTOR_PAGES / name, folder)
     return folder
 
 
@@ -181,10 +182,9 @@ def start_app(monkeypatch):
     """Run the Streamlit app (``ui/app.py``) once in an AppTest against ``(uri, collection)``
     and an optional LLM endpoint; the settings come from the environment."""
     from streamlit.testing.v1 import AppTest
+    from ui_page import APP
 
     from rag.settings import get_settings
-
-    app = Path(__file__).resolve().parents[1] / "ui" / "app.py"
 
     def start(uri: str, collection: str = "docs", llm: str | None = None) -> AppTest:
         monkeypatch.setenv("RAG_MILVUS_URI", uri)
@@ -194,7 +194,7 @@ def start_app(monkeypatch):
         else:
             monkeypatch.delenv("RAG_LLM_BASE_URL", raising=False)
         get_settings.cache_clear()
-        return AppTest.from_file(str(app), default_timeout=120).run()
+        return AppTest.from_file(str(APP), default_timeout=120).run()
 
     yield start
     get_settings.cache_clear()

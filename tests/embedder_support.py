@@ -5,16 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import MILVUS_DOCS_EN
-
 from ingest.fitting import after_ingest, prepare_ingest
 from ingest.pipeline import Ingestor
 from rag.chunking import Chunker
 from rag.embedders.bm25 import BM25Sparse
 from rag.embedders.hybrid import DenseSparseEmbedder
 from rag.settings import Settings
-
-PAGES = MILVUS_DOCS_EN / "userGuide" / "indexes" / "floating-vector"
 
 
 def clean_settings(**values) -> Settings:

@@ -8,7 +8,8 @@ import math
 
 import numpy as np
 import pytest
-from embedder_support import PAGES, clean_settings, default_bm25, ingest, top_pages
+from conftest import FLOATING_VECTOR_PAGES
+from embedder_support import clean_settings, default_bm25, ingest, top_pages
 
 from ingest.pipeline import Status
 from rag.embedders.bm25 import BM25Sparse, EnglishAnalyzer, NotFittedError
@@ -137,7 +138,11 @@ def bm25_db(tmp_path_factory, embedder):
     """A Lite db holding three real pages ingested with ``default+bm25``; yields
     ``(uri, fit report, stored chunk count)``."""
     uri = str(tmp_path_factory.mktemp("bm25") / "milvus.db")
-    pages = [PAGES / "flat.md", PAGES / "ivf-flat.md", PAGES / "ivf-sq8.md"]
+    pages = [
+        FLOATING_VECTOR_PAGES / "flat.md",
+        FLOATING_VECTOR_PAGES / "ivf-flat.md",
+        FLOATING_VECTOR_PAGES / "ivf-sq8.md",
+    ]
     bm25_embedder = default_bm25(embedder)
     store = MilvusStore.open(uri, "docs", CollectionProfile.of(bm25_embedder))
     _, refitted = ingest(store, bm25_embedder, pages)

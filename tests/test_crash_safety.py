@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import MILVUS_DOCS_EN
+from conftest import FLOATING_VECTOR_PAGES
 
 from ingest.discover import discover
 from ingest.pipeline import Ingestor, Recovery, Status
@@ -22,7 +22,6 @@ from rag.loaders import load_document
 from rag.store import DENSE_FIELD, CollectionProfile, FileRecord, FileSwitch, MilvusStore
 
 REPO = Path(__file__).resolve().parents[1]
-FLOATING = MILVUS_DOCS_EN / "userGuide" / "indexes" / "floating-vector"
 
 
 class Killed(BaseException):
@@ -84,7 +83,7 @@ def folder(tmp_path) -> Path:
     docs = tmp_path / "docs"
     docs.mkdir()
     for name in ("flat.md", "ivf-flat.md", "ivf-sq8.md"):
-        shutil.copy(FLOATING / name, docs / name)
+        shutil.copy(FLOATING_VECTOR_PAGES / name, docs / name)
     return docs
 
 
@@ -111,7 +110,9 @@ def version_ids(path: Path, embedder, settings) -> set[str]:
 def insert_paragraph(path: Path) -> None:
     """Insert a real paragraph (of hnsw.md) in the middle: chunks after it change ids."""
     paragraphs = path.read_text().split("\n\n")
-    extra = next(p for p in (FLOATING / "hnsw.md").read_text().split("\n\n") if len(p) > 200)
+    extra = next(
+        p for p in (FLOATING_VECTOR_PAGES / "hnsw.md").read_text().split("\n\n") if len(p) > 200
+    )
     paragraphs.insert(len(paragraphs) // 2, extra)
     path.write_text("\n\n".join(paragraphs))
 
@@ -180,7 +181,7 @@ def test_a_new_file_killed_inside_its_upsert_leaves_nothing(folder, db, embedder
     ingestor(store, embedder, settings).run(discover([folder]).files)
     before = store.all_chunk_ids()
     new = folder / "hnsw.md"
-    shutil.copy(FLOATING / "hnsw.md", new)
+    shutil.copy(FLOATING_VECTOR_PAGES / "hnsw.md", new)
     with pytest.raises(Killed):
         dying = DyingStore(store, "upsert_chunks", 0.5)
         ingestor(dying, embedder, settings).run(discover([folder]).files)

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import SHARED_DATA
-from embedder_support import PAGES, clean_settings, default_bm25, ingest, top_pages
+from conftest import FLOATING_VECTOR_PAGES, SHARED_DATA
+from embedder_support import clean_settings, default_bm25, ingest, top_pages
 from mgte_fixture import build_tiny_mgte
 
 from rag.embedders import build_embedder
@@ -312,7 +312,9 @@ def test_splade_query_terms_are_the_questions_weighted_words(embedder, question)
 
 def test_bm25_query_terms_are_the_words_whose_stems_have_an_idf():
     bm25 = BM25Sparse()
-    bm25.fit([page.read_text(encoding="utf-8") for page in sorted(PAGES.glob("*.md"))])
+    bm25.fit(
+        [page.read_text(encoding="utf-8") for page in sorted(FLOATING_VECTOR_PAGES.glob("*.md"))]
+    )
     idf = bm25.function.idf
     for question in QUESTIONS:
         words = re.findall(r"\w+", question)

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import MILVUS_DOCS_EN, SHARED_DATA
+from conftest import FLOATING_VECTOR_PAGES, SHARED_DATA
 
 from ingest.discover import discover
 from ingest.pipeline import Ingestor, Status
@@ -25,9 +25,9 @@ from rag.store import (
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = [
-    MILVUS_DOCS_EN / "userGuide" / "indexes" / "floating-vector" / "flat.md",
-    MILVUS_DOCS_EN / "userGuide" / "indexes" / "floating-vector" / "ivf-flat.md",
-    MILVUS_DOCS_EN / "userGuide" / "indexes" / "floating-vector" / "ivf-sq8.md",
+    FLOATING_VECTOR_PAGES / "flat.md",
+    FLOATING_VECTOR_PAGES / "ivf-flat.md",
+    FLOATING_VECTOR_PAGES / "ivf-sq8.md",
 ]
 
 

@@ -10,13 +10,13 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from conftest import MILVUS_DOCS_EN
+from conftest import FLOATING_VECTOR_PAGES
 from packaging.requirements import Requirement
 
 from rag.store import MilvusStore, StoreError, StoreLockedError, connect, disconnect, lite
 
 REPO = Path(__file__).resolve().parents[1]
-PAGE = MILVUS_DOCS_EN / "userGuide/indexes/floating-vector/hnsw.md"
+PAGE = FLOATING_VECTOR_PAGES / "hnsw.md"
 
 
 def pinned_engines(platform: str) -> list[str]:

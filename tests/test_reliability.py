@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import API_KEY, MILVUS_DOCS_EN, build_api_db
+from conftest import API_KEY, FLOATING_VECTOR_PAGES, build_api_db
 from fake_llm import FakeLLM, Script
 
 from rag.answer import LLM, AnswerStream
@@ -163,7 +163,7 @@ def test_cli_on_a_collection_of_another_schema_says_the_way_out_and_it_works(tmp
     store.close()
     docs = tmp_path / "docs"
     docs.mkdir()
-    (docs / "flat.md").symlink_to(MILVUS_DOCS_EN / "userGuide/indexes/floating-vector/flat.md")
+    (docs / "flat.md").symlink_to(FLOATING_VECTOR_PAGES / "flat.md")
 
     searched = run("rag", "search", QUERY, "--db", uri, env={})
     ingested = run("ingest", str(docs), "--db", uri, env={})

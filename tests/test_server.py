@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import MILVUS_DOCS_EN, serve_db
+from conftest import FLOATING_VECTOR_PAGES, serve_db
 
 from rag.retriever import Retriever
 from rag.store import CollectionProfile, MilvusStore, StoreError
@@ -41,7 +41,7 @@ def test_ingest_in_one_process_while_another_searches(server, tmp_path, embedder
     docs = tmp_path / "docs"
     docs.mkdir()
     for name in PAGES:
-        shutil.copy(MILVUS_DOCS_EN / "userGuide/indexes/floating-vector" / name, docs / name)
+        shutil.copy(FLOATING_VECTOR_PAGES / name, docs / name)
     store = MilvusStore.open(server, "served", CollectionProfile.of(embedder))
     try:
         ingest = subprocess.Popen(
@@ -125,7 +125,7 @@ def test_load_script_runs_concurrent_clients_without_errors(tmp_path, settings, 
     uri = str(tmp_path / "load.db")
     store = MilvusStore.open(uri, "docs", CollectionProfile.of(embedder))
     chunker = Chunker(embedder.tokenizer, settings.chunk_size, settings.chunk_overlap)
-    pages = [MILVUS_DOCS_EN / "userGuide/indexes/floating-vector" / name for name in PAGES]
+    pages = [FLOATING_VECTOR_PAGES / name for name in PAGES]
     report = Ingestor(store, embedder, chunker).run(pages)
     store.close()  # the script serves the db: this process must not hold it
     assert report.chunks_written > 0 and not report.failed

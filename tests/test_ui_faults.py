@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import (
     API_KEY,
+    FLOATING_VECTOR_PAGES,
     MILVUS_DOCS_EN,
     build_api_db,
     free_port,
@@ -232,7 +233,7 @@ def ingest_cli(folder: Path, uri: str, **env: str) -> subprocess.Popen:
 def pages_folder(folder: Path, names: list[str]) -> Path:
     folder.mkdir()
     for name in names:
-        shutil.copy(MILVUS_DOCS_EN / "userGuide/indexes/floating-vector" / name, folder)
+        shutil.copy(FLOATING_VECTOR_PAGES / name, folder)
     return folder
 
 

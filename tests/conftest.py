@@ -197,6 +197,9 @@ def start_app(monkeypatch):
         return AppTest.from_file(str(APP), default_timeout=120).run()
 
     yield start
+    import streamlit as st
+
+    st.cache_resource.clear()  # closes the app's Milvus client (ui/app.py, close_retriever)
     get_settings.cache_clear()
 
 

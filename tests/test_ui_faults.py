@@ -277,6 +277,38 @@ def test_an_ingest_while_the_app_holds_the_lite_db_is_told_what_to_do(
     assert "Traceback" not in err
 
 
+def open_elsewhere(uri: str, collection: str) -> str:
+    """Open the collection from another process: ``opened``, or the store's error."""
+    code = (
+        "from rag.store import MilvusStore, StoreError\n"
+        "try:\n"
+        f"    MilvusStore.open({uri!r}, {collection!r}, None, create=False).close()\n"
+        "    print('opened')\n"
+        "except StoreError as error:\n"
+        "    print(error)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return " ".join(done.stdout.split())
+
+
+def test_clearing_the_apps_cache_closes_its_client_and_frees_the_lite_db(start_app, ingested):
+    import streamlit as st
+
+    uri, collection, _ = ingested
+    at = start_app(uri, collection)
+    assert not at.error and at.chat_input
+    assert f"the Milvus Lite db {uri} is in use by another process" in open_elsewhere(
+        uri, collection
+    )
+
+    st.cache_resource.clear()  # what the page menu's "Clear cache" does
+
+    assert open_elsewhere(uri, collection) == "opened"
+    at.run()  # the next run opens the collection again
+    assert not at.exception and not at.error and at.chat_input
+
+
 @pytest.mark.slow
 def test_the_app_while_an_ingest_holds_the_lite_db_says_what_to_do(start_app, tmp_path):
     db = tmp_path / "busy.db"

@@ -87,13 +87,20 @@ def answer_markdown(text: str, ranks: list[int], turn: int) -> str:
     return "".join(parts)
 
 
+def close_retriever(retriever: Retriever) -> None:
+    """Close the retriever's Milvus client when Streamlit drops it from its cache (the
+    menu's "Clear cache"), so a Milvus Lite db is released for another process."""
+    retriever.store.close()
+
+
 @st.cache_resource(
     show_spinner="Loading the models and opening the collection…",
     hash_funcs={Settings: Settings.model_dump_json},
+    on_release=close_retriever,
 )
 def load_retriever(settings: Settings) -> Retriever:
     """The retriever (embedder, Milvus client, collection) of the settings, opened once per
-    process."""
+    process and closed by :func:`close_retriever` when the cache is cleared."""
     return Retriever.from_settings(settings)
 
 

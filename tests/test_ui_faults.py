@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import streamlit as st
 from conftest import (
     API_KEY,
     FLOATING_VECTOR_PAGES,
@@ -293,8 +294,6 @@ def open_elsewhere(uri: str, collection: str) -> str:
 
 
 def test_clearing_the_apps_cache_closes_its_client_and_frees_the_lite_db(start_app, ingested):
-    import streamlit as st
-
     uri, collection, _ = ingested
     at = start_app(uri, collection)
     assert not at.error and at.chat_input

@@ -11,9 +11,10 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from rag.fusion import min_max
 from rag.http import APIError
 from rag.language import Language, choose_lexical, detect
-from rag.rerankers import Reranker, RerankError, build_reranker
+from rag.rerankers import Reranker, RerankError, build_reranker, rerank_weight
 from rag.retriever import Retriever
 from rag.settings import SearchMode, Settings
 from rag.types import Hit
@@ -84,6 +85,8 @@ class Searcher:
             which a silent fallback would corrupt).
         per_source: at most this many chunks of one source (file) among the hits
             (``RAG_PER_SOURCE``; ``None`` or 0: no cap); see :func:`cap_per_source`.
+        rerank_weight: the share of the reranker's score in the final order
+            (:func:`mix_scores`; 1: the reranker's order alone).
 
     Example::
 
@@ -103,7 +106,10 @@ class Searcher:
         rerank_depth: int | None = None,
         fallback: bool = True,
         per_source: int | None = None,
+        rerank_weight: float = 1.0,
     ) -> None:
+        if not 0 <= rerank_weight <= 1:
+            raise ValueError(f"rerank_weight must be in [0, 1], got {rerank_weight}")
         if rerank_depth is not None and rerank_depth < 1:
             raise ValueError(f"rerank_depth must be >= 1 or None, got {rerank_depth}")
         if per_source is not None and per_source < 0:
@@ -114,11 +120,13 @@ class Searcher:
         self.rerank_candidates = rerank_candidates
         self.rerank_depth = rerank_depth
         self.fallback = fallback
+        self.rerank_weight = rerank_weight
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Searcher:
         """The settings' retriever (``Retriever.from_settings``) and reranker
-        (``build_reranker``, ``RAG_RERANKER``), models loaded, collection open.
+        (``build_reranker``, ``RAG_RERANKER``, mixed by ``rerank_weight(settings)``), models
+        loaded, collection open.
 
         Raises:
             StoreError, UnknownProfileError, OSError: see ``Retriever.from_settings``.
@@ -131,7 +139,13 @@ class Searcher:
         except Exception:
             retriever.store.close()
             raise
-        return cls(retriever, reranker, settings.rerank_candidates, per_source=settings.per_source)
+        return cls(
+            retriever,
+            reranker,
+            settings.rerank_candidates,
+            per_source=settings.per_source,
+            rerank_weight=rerank_weight(settings),
+        )
 
     def search(
         self, query: str, *, top_k: int = 10, mode: SearchMode = SearchMode.HYBRID, **options
@@ -141,8 +155,9 @@ class Searcher:
         Retrieves ``top_k`` hits, or ``max(top_k, rerank_candidates)`` with a reranker, by
         ``Retriever.search`` in ``mode`` with ``options`` (``fusion``, ``rrf_k``,
         ``weights``, ``source_prefix``, ``stage_ranks``), then lets the reranker order them
-        (the first ``rerank_depth`` of them, the rest following in retrieved order with
-        ranks after the reranked ones) and keeps the ``top_k`` best. With ``per_source``,
+        (the first ``rerank_depth`` of them, by its score mixed with the retrieval score when
+        ``rerank_weight`` is below 1, the rest following in retrieved order with ranks after
+        the reranked ones) and keeps the ``top_k`` best. With ``per_source``,
         a deeper list is retrieved and capped per source before reranking (see
         :meth:`_retrieve`), so the reranker and the final hits see at most ``per_source``
         chunks of one file. With ``fallback``, two
@@ -186,7 +201,10 @@ class Searcher:
                 head, tail = hits[: self.rerank_depth], hits[self.rerank_depth :]
             started = time.perf_counter()
             try:
-                ranked = self.reranker.rerank(query, head, top_k)
+                if self.rerank_weight < 1:
+                    ranked = mix_scores(self.reranker.rerank(query, head), self.rerank_weight)
+                else:
+                    ranked = self.reranker.rerank(query, head, top_k)
             except RerankError as error:
                 if not self.fallback:
                     raise
@@ -233,6 +251,33 @@ class Searcher:
     def close(self) -> None:
         """Close the collection (the retriever's store)."""
         self.retriever.store.close()
+
+
+def mix_scores(reranked: list[Hit], weight: float) -> list[Hit]:
+    """``reranked`` (hits with ``score`` and ``rerank_score``) ordered by
+    ``(1 - weight) * minmax(score) + weight * minmax(rerank_score)``, ranked again from 1,
+    with that mix as their ``rerank_score``.
+
+    Min-max scaling maps each list's scores over these hits onto [0, 1] (a list whose scores
+    are all equal maps to 1), so the mix is the convex combination of Bruch et al., 2023,
+    "An Analysis of Fusion Functions for Hybrid Retrieval" (ACM TOIS), here of the retrieval
+    and the reranker scores. Equal mixes keep the retrieved order.
+
+    Raises:
+        ValueError: a hit has no ``rerank_score``.
+    """
+    if not reranked:
+        return []
+    if any(hit.rerank_score is None for hit in reranked):
+        raise ValueError("mix_scores needs reranked hits (a rerank_score on each)")
+    retrieval = min_max([hit.score for hit in reranked])
+    rerank = min_max([hit.rerank_score for hit in reranked])
+    mixed = [(1 - weight) * r + weight * s for r, s in zip(retrieval, rerank, strict=True)]
+    order = sorted(range(len(reranked)), key=lambda i: (-mixed[i], reranked[i].fused_rank))
+    return [
+        dataclasses.replace(reranked[i], rank=position, rerank_score=float(mixed[i]))
+        for position, i in enumerate(order, 1)
+    ]
 
 
 def cap_per_source(hits: Iterable[Hit], per_source: int) -> list[Hit]:

@@ -214,7 +214,7 @@ class Settings(BaseSettings):
 
     # Reranking (see rag.rerankers)
     reranker: str = Field(
-        "none", description="none, cross-encoder, bge-reranker, jina or bge-m3-colbert."
+        "none", description="none, cross-encoder, bge-reranker, jina, bge-m3-colbert or maxsim."
     )
     reranker_model: str | None = Field(
         None,
@@ -222,6 +222,14 @@ class Settings(BaseSettings):
         "the reranker's default.",
     )
     rerank_candidates: int = Field(30, ge=1, description="Hits retrieved before reranking.")
+    rerank_weight: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Share of the reranker's score in the final order, mixed with the "
+        "retrieval score after min-max scaling of both (rag.search.mix_scores); 1: the "
+        "reranker alone. None: the reranker's own (rag.rerankers.RERANK_WEIGHTS).",
+    )
     jina_api_key: SecretStr | None = Field(None, description="Jina AI API key (jina reranker).")
     jina_base_url: str = "https://api.jina.ai/v1"
     request_timeout: float = Field(30.0, gt=0, description="Seconds per API request.")

@@ -107,7 +107,9 @@ def test_passage_text_is_the_embedded_text():
 
 
 def test_registry_and_build(settings):
-    assert set(RERANKERS) == {"none", "cross-encoder", "bge-reranker", "jina", "bge-m3-colbert"}
+    assert set(RERANKERS) == {
+        "none", "cross-encoder", "bge-reranker", "jina", "bge-m3-colbert", "maxsim"
+    }  # fmt: skip
     assert settings.reranker == "none" and build_reranker(settings) is None
     with pytest.raises(UnknownRerankerError, match="choose one of none, cross-encoder"):
         build_reranker(make_settings(reranker="colbertv2"))

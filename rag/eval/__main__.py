@@ -34,6 +34,7 @@ from rag.eval.runner import (
 )
 from rag.http import APIError
 from rag.rerankers import RERANKERS, RerankError, UnknownRerankerError, build_reranker
+from rag.rerankers import rerank_weight as rerank_weight_of
 from rag.retriever import Retriever
 from rag.search import cap_per_source
 from rag.settings import PROJECT_ROOT, Settings
@@ -108,6 +109,15 @@ def main(
         int | None,
         typer.Option(min=1, help="Chunks reranked per query (default RAG_RERANK_CANDIDATES)."),
     ] = None,
+    rerank_weight: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            max=1,
+            help="Share of the reranker's score in the final order (default RAG_RERANK_WEIGHT, "
+            "else the reranker's own).",
+        ),
+    ] = None,
     context_budget: Annotated[
         list[int] | None,
         typer.Option(
@@ -149,6 +159,7 @@ def main(
         "reranker": rerank,
         "reranker_model": reranker_model,
         "rerank_candidates": rerank_depth,
+        "rerank_weight": rerank_weight,
         "llm_passages": context_seeds,
     }
     settings = settings_or_exit(**overrides)
@@ -286,6 +297,7 @@ def _evaluate(
                     weights=settings.weights,
                     reranker=reranker,
                     rerank_depth=settings.rerank_candidates,
+                    rerank_weight=rerank_weight_of(settings),
                     on_query=lambda task=task: progress.advance(task),
                     keep_hits=CONTEXT_HITS if budgets else 0,
                 )
@@ -313,6 +325,7 @@ def _evaluate(
                     "normalisation": settings.normalisation.value,
                     "reranker": settings.reranker if result.mode.endswith("+rerank") else None,
                     "rerank_depth": settings.rerank_candidates if reranker else None,
+                    "rerank_weight": rerank_weight_of(settings) if reranker else None,
                     "query_encode_seconds": round(encode_seconds, 2),
                     "ingest_seconds": round(report.seconds, 1),
                     "chunks_written": report.chunks_written,

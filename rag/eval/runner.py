@@ -187,6 +187,7 @@ def run_mode(
     weights: tuple[float, float] = (0.5, 0.5),
     reranker: Reranker | None = None,
     rerank_depth: int = 30,
+    rerank_weight: float = 1.0,
     on_query: Callable[[], None] | None = None,
     keep_hits: int = 0,
 ) -> list[ModeResult]:
@@ -198,7 +199,8 @@ def run_mode(
     Each query goes once through a :class:`rag.search.Searcher` without fallbacks. Its
     retrieved chunks (``SearchResult.retrieved``) give the mode's ranking. With a
     ``reranker``, its final chunks give a second result labelled ``<mode>+rerank``: the
-    first ``rerank_depth`` retrieved chunks reordered by the reranker, the rest following
+    first ``rerank_depth`` retrieved chunks reordered by the reranker (its score mixed with
+    the retrieval score by ``rerank_weight``, ``rag.search.mix_scores``), the rest following
     in retrieved order (so Recall@100 measures the same candidates).
 
     A result's ``seconds`` sum the retrieval times; the reranked result's also include the
@@ -214,7 +216,14 @@ def run_mode(
         RerankError: the reranker gave no usable scores (no retrieved-order fallback).
     """
     # rerank_candidates = top_k: exactly top_k chunks are retrieved, with or without reranker.
-    searcher = Searcher(retriever, reranker, top_k, rerank_depth=rerank_depth, fallback=False)
+    searcher = Searcher(
+        retriever,
+        reranker,
+        top_k,
+        rerank_depth=rerank_depth,
+        fallback=False,
+        rerank_weight=rerank_weight,
+    )
     seconds = {"search": 0.0, "rerank": 0.0}
     rankings: dict[str, list[str]] = {}
     reranked: dict[str, list[str]] = {}

@@ -21,11 +21,26 @@ RERANKERS: dict[str, str] = {
     "jina": "Jina Reranker API (default jina-reranker-v1-base-en; needs RAG_JINA_API_KEY)",
     "bge-m3-colbert": "BGE-M3 multi-vector (ColBERT MaxSim) score (default RAG_BGE_M3_MODEL; "
     "shares the bge-m3 profile's loaded model)",
+    "maxsim": "late interaction (MaxSim) over the dense model's own token vectors, mixed with "
+    "the retrieval score (default RAG_DENSE_MODEL; shares the loaded dense model)",
 }
+
+# The share of the reranker's score in the final order (``rag.search.mix_scores``) when
+# RAG_RERANK_WEIGHT is unset: a trained reranker alone (1.0); the zero-shot MaxSim score
+# mixed half and half with the retrieval score (docs/EVALUATION.md, "Reranking").
+RERANK_WEIGHTS: dict[str, float] = {"maxsim": 0.5}
 
 
 class UnknownRerankerError(ValueError):
     """The settings name a reranker that does not exist."""
+
+
+def rerank_weight(settings: Settings) -> float:
+    """The share of the reranker's score in the final order: ``settings.rerank_weight``, else
+    the reranker's own (:data:`RERANK_WEIGHTS`, 1.0 when not listed)."""
+    if settings.rerank_weight is not None:
+        return settings.rerank_weight
+    return RERANK_WEIGHTS.get(settings.reranker, 1.0)
 
 
 def build_reranker(settings: Settings, embedder: Embedder | None = None) -> Reranker | None:
@@ -33,7 +48,8 @@ def build_reranker(settings: Settings, embedder: Embedder | None = None) -> Rera
 
     ``settings.reranker_model`` overrides the reranker's default model. With
     ``bge-m3-colbert``, a ``bge-m3`` profile ``embedder`` of the same model lends its loaded
-    model instead of a second load.
+    model instead of a second load; with ``maxsim``, a sentence-transformers dense encoder of
+    the same model (``RAG_DENSE_MODEL`` by default) does.
 
     Raises:
         UnknownRerankerError: the name is not one of ``RERANKERS``.
@@ -77,6 +93,8 @@ def build_reranker(settings: Settings, embedder: Embedder | None = None) -> Rera
         return BGEReranker(
             settings.reranker_model or DEFAULT_MODEL, precision=settings.precision, **local
         )
+    if name == "maxsim":
+        return _maxsim(settings, embedder, local)
     from rag.embedders.bge_m3 import BGEM3Embedder
     from rag.rerankers.colbert import BGEM3ColbertReranker
 
@@ -86,12 +104,26 @@ def build_reranker(settings: Settings, embedder: Embedder | None = None) -> Rera
     return BGEM3ColbertReranker.from_pretrained(model, **local)
 
 
+def _maxsim(settings: Settings, embedder: Embedder | None, local: dict) -> Reranker:
+    from rag.embedders.sentence_transformer import SentenceTransformerDense
+    from rag.rerankers.maxsim import MaxSimReranker
+
+    model = settings.reranker_model or settings.dense_model
+    dense = getattr(embedder, "dense", None)
+    dense = getattr(dense, "documents", dense)  # the int8 query encoder's torch model
+    if isinstance(dense, SentenceTransformerDense) and dense.name == model:
+        return MaxSimReranker(dense.model, batch_size=settings.batch_size, autocast=dense.autocast)
+    return MaxSimReranker.from_pretrained(model, precision=settings.precision, **local)
+
+
 __all__ = [
     "RERANKERS",
+    "RERANK_WEIGHTS",
     "RerankError",
     "Reranker",
     "UnknownRerankerError",
     "apply_scores",
     "build_reranker",
     "passage_text",
+    "rerank_weight",
 ]

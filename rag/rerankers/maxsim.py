@@ -1,0 +1,108 @@
+"""Reranking by late interaction over a dense model's own token vectors (zero-shot MaxSim)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from rag.embedders.packaged import resolve_model
+from rag.embedders.precision import autocast_dtype, forward_context
+from rag.rerankers.base import ScoringReranker
+from rag.settings import Precision
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+
+class MaxSimReranker(ScoringReranker):
+    """Scores passages by ColBERT's MaxSim over a sentence-transformers model's token vectors.
+
+    The query and each passage go through the model's transformer (the same forward pass
+    that mean-pools them into the dense vector). Each token vector is L2-normalised; the
+    special tokens (``[CLS]``, ``[SEP]``, padding) are left out. The score is
+    ``s = 1/N * sum_i max_j q_i . p_j`` over the ``N`` query tokens and the passage tokens
+    ``p_j``: ColBERT's late interaction (Khattab & Zaharia, SIGIR 2020) averaged over the
+    query tokens as BGE-M3's multi-vector score is (Chen et al., 2024, arXiv:2402.03216),
+    so ``s`` lies in [-1, 1]. The model is used zero-shot: it was trained for pooled vectors,
+    not for MaxSim, so the score is meant to be mixed with the retrieval score
+    (``rag.search.Searcher``'s ``rerank_weight``; 0.5 by default for this reranker,
+    docs/EVALUATION.md), not to replace it.
+
+    Texts are read without the model's prompts, up to its ``max_seq_length`` tokens.
+
+    Args:
+        model: a loaded ``SentenceTransformer`` (the dense embedder lends its own).
+        batch_size: passages per forward pass.
+        autocast: the forward pass's autocast dtype (``None``: float32;
+            ``rag.embedders.precision``).
+    """
+
+    name = "maxsim"
+
+    def __init__(
+        self,
+        model: SentenceTransformer,
+        *,
+        batch_size: int = 32,
+        autocast: torch.dtype | None = None,
+    ) -> None:
+        self.model = model
+        self.batch_size = batch_size
+        self.autocast = autocast
+        self._special = torch.tensor(sorted(model.tokenizer.all_special_ids))
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str = "sentence-transformers/all-MiniLM-L6-v2",
+        *,
+        device: str = "cpu",
+        batch_size: int = 32,
+        max_length: int = 512,
+        precision: Precision = Precision.FLOAT32,
+    ) -> MaxSimReranker:
+        """Load ``model`` (hub id, local path or packaged name) with sentence-transformers.
+
+        Raises:
+            OSError: the model cannot be found locally and the hub cannot be reached.
+        """
+        from sentence_transformers import SentenceTransformer
+
+        loaded = SentenceTransformer(resolve_model(model), device=device)
+        loaded.max_seq_length = min(loaded.max_seq_length or max_length, max_length)
+        return cls(loaded, batch_size=batch_size, autocast=autocast_dtype(precision, device))
+
+    def token_vectors(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The texts' L2-normalised token vectors, ``float32 [len(texts), tokens, dim]``, and
+        which of them count, ``bool [len(texts), tokens]`` (false for special tokens and
+        padding)."""
+        from sentence_transformers.util import batch_to_device
+
+        features = batch_to_device(self.model.preprocess(texts), self.model.device)
+        with torch.inference_mode(), forward_context(self.autocast):
+            output = self.model.forward(features)
+        vectors = torch.nn.functional.normalize(output["token_embeddings"].float(), dim=-1)
+        ids = features["input_ids"]
+        keep = features["attention_mask"].bool() & ~torch.isin(ids, self._special.to(ids.device))
+        return vectors, keep
+
+    def score(self, query: str, passages: list[str]) -> np.ndarray:
+        """The MaxSim score of each passage, ``float32 [len(passages)]`` in [-1, 1]; -1 for a
+        passage with no token besides the special ones.
+
+        Raises:
+            ValueError: the query has no token besides the special ones.
+        """
+        query_vectors, query_keep = self.token_vectors([query])
+        query_vectors = query_vectors[0][query_keep[0]]  # [N, dim]
+        if len(query_vectors) == 0:
+            raise ValueError(f"the query {query!r} has no token to score")
+        scores = []
+        for start in range(0, len(passages), self.batch_size):
+            vectors, keep = self.token_vectors(passages[start : start + self.batch_size])
+            similarity = torch.einsum("nd,btd->bnt", query_vectors, vectors)
+            similarity = similarity.masked_fill(~keep[:, None, :], -1.0)
+            scores.append(similarity.max(dim=2).values.mean(dim=1))
+        return torch.cat(scores).numpy().astype(np.float32)

@@ -130,7 +130,7 @@ def main(
     finally:
         store.close()
 
-    print(f"{settings.collection} @ {settings.milvus_uri}")
+    print(f"{settings.collection} @ {shown_uri(settings.milvus_uri)}")
     print(report.summary())
     print(found.summary())
     if refitted is not None:
@@ -146,6 +146,15 @@ def _problem(label: str, path: str, reason: str) -> Text:
     it, and line breaks, other control characters and undecodable bytes show as escapes."""
     line = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in f"{path}: {reason}")
     return Text.assemble((label, "red"), " ", line)
+
+
+def shown_uri(uri: str) -> str:
+    """A db path relative to the working directory when it lies inside it (``data/milvus.db``
+    run from the repo), else the URI as it is (a server URL, a path elsewhere)."""
+    path = Path(uri)
+    if path.is_absolute() and path.is_relative_to(Path.cwd()):
+        return str(path.relative_to(Path.cwd()))
+    return uri
 
 
 if __name__ == "__main__":

@@ -212,6 +212,16 @@ def test_a_path_too_long_to_store_fails_alone(folder, store, embedder, settings)
     }
 
 
+def test_the_summary_shows_a_db_inside_the_working_directory_relative_to_it(tmp_path, monkeypatch):
+    from ingest.__main__ import shown_uri
+
+    monkeypatch.chdir(tmp_path)
+    assert shown_uri(str(tmp_path / "data" / "milvus.db")) == "data/milvus.db"
+    assert shown_uri("data/milvus.db") == "data/milvus.db"
+    assert shown_uri(str(tmp_path.parent / "other.db")) == str(tmp_path.parent / "other.db")
+    assert shown_uri("http://127.0.0.1:19530") == "http://127.0.0.1:19530"
+
+
 @pytest.mark.slow
 def test_cli_reports_bad_files_and_exits_nonzero(tmp_path):
     docs = tmp_path / "mixed"
@@ -232,6 +242,7 @@ def test_cli_reports_bad_files_and_exits_nonzero(tmp_path):
     assert f"{docs / 'locked.pdf'}: PDF is password-protected" in lines
     assert f"{tmp_path / 'missing'}: no such file or folder" in lines
     assert "files: 2 added, 0 updated, 0 unchanged, 3 failed, 0 pruned" in result.stdout
+    assert f"docs @ {db}\n" in result.stdout  # outside the working directory: as given
     assert "files: 5/5 " in result.stderr  # on a pipe, progress is a plain line
 
     again = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=600)

@@ -125,7 +125,7 @@ class Searcher:
     @classmethod
     def from_settings(cls, settings: Settings) -> Searcher:
         """The settings' retriever (``Retriever.from_settings``) and reranker
-        (``build_reranker``, ``RAG_RERANKER``, mixed by ``rerank_weight(settings)``), models
+        (``build_reranker``, ``RAG_RERANKER``, mixed by ``rerank_weight``), models
         loaded, collection open.
 
         Raises:
@@ -144,7 +144,7 @@ class Searcher:
             reranker,
             settings.rerank_candidates,
             per_source=settings.per_source,
-            rerank_weight=rerank_weight(settings),
+            rerank_weight=rerank_weight(settings, reranker),
         )
 
     def search(

@@ -214,7 +214,9 @@ class Settings(BaseSettings):
 
     # Reranking (see rag.rerankers)
     reranker: str = Field(
-        "none", description="none, cross-encoder, bge-reranker, jina, bge-m3-colbert or maxsim."
+        "auto",
+        description="auto (maxsim with a sentence-transformers dense model, else none), none, "
+        "cross-encoder, bge-reranker, jina, bge-m3-colbert or maxsim.",
     )
     reranker_model: str | None = Field(
         None,

@@ -267,7 +267,10 @@ def test_cli_search_json_carries_each_hits_stage_ranks(monkeypatch, ingested):
         assert hit["dense_rank"] is not None or hit["sparse_rank"] is not None
         assert (hit["dense_rank"] is None) == (hit["dense_score"] is None)
     assert hits[0]["section_rank"] is not None  # the best hit's section ranks among sections
-    assert "rerank_score" not in hits[0]
+    # The default reranker (auto: maxsim) ordered the first 30 fused hits.
+    assert all(h["fused_rank"] <= 30 for h in hits)
+    scores = [h["rerank_score"] for h in hits]
+    assert scores == sorted(scores, reverse=True)
 
 
 def test_cli_answer_reports_a_failing_llm_and_never_prints_the_key(monkeypatch, ingested, fake_llm):

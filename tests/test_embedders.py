@@ -449,6 +449,8 @@ def test_eval_compares_profiles(tmp_path):
         "hybrid-rrf",
         "--limit-queries",
         "10",
+        "--rerank",
+        "none",
         "--json",
     )
     assert result.returncode == 0, result.stderr[-3000:]

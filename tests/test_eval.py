@@ -215,9 +215,14 @@ def test_cli_runs_a_real_eval_end_to_end(tmp_path):
     db = str(tmp_path / "eval.db")
     rows = _eval_cli(str(dataset), "--split", "test", "--limit-queries", "25", "--db", db)
     by_mode = {row["mode"]: row for row in rows}
-    assert list(by_mode) == [
-        "dense", "sparse", "bm25", "hybrid-rrf", "hybrid-weighted", "hybrid-convex",
-    ]  # fmt: skip
+    modes = ["dense", "sparse", "bm25", "hybrid-rrf", "hybrid-weighted", "hybrid-convex"]
+    # The default reranker (auto: maxsim for this profile) adds a reranked row per mode.
+    assert list(by_mode) == [name for mode in modes for name in (mode, f"{mode}+rerank")]
+    for mode in modes:
+        base, reranked = by_mode[mode], by_mode[f"{mode}+rerank"]
+        assert (base["reranker"], reranked["reranker"]) == (None, "maxsim")
+        assert (reranked["rerank_depth"], reranked["rerank_weight"]) == (30, 0.5)
+        assert reranked["recall@100"] == base["recall@100"]
     for row in rows:
         assert REQUIRED_KEYS <= set(row)
         assert row["dataset"].endswith("/xquad_r_en_half")
@@ -240,7 +245,7 @@ def test_cli_runs_a_real_eval_end_to_end(tmp_path):
     again = _eval_cli(
         str(dataset), "--split", "test", "--limit-queries", "5", "--db", db, "--mode", "bm25"
     )
-    assert [row["mode"] for row in again] == ["bm25"]
+    assert [row["mode"] for row in again] == ["bm25", "bm25+rerank"]
     assert again[0]["chunks_written"] == 0
     assert again[0]["collection"] == rows[0]["collection"]
     assert again[0]["n_queries"] == 5
@@ -288,6 +293,8 @@ def test_context_recall_rows_per_budget_and_hit_list(tmp_path):
         "150",
         "--context-seeds",
         "3",
+        "--rerank",
+        "none",
     )
     assert [row["mode"] for row in rows] == ["hybrid-convex"] * 5
     scores, *context = rows

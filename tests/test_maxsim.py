@@ -73,13 +73,27 @@ def test_the_reranker_borrows_the_embedders_dense_model(embedder, maxsim):
     assert alone.model is not torch_dense.model
 
 
-def test_rerank_weight_is_the_setting_else_the_rerankers_own():
+def test_rerank_weight_is_the_setting_else_the_rerankers_own(maxsim):
+    jina = build_reranker(make_settings(reranker="jina", jina_api_key="not-sent"))
     assert RERANK_WEIGHTS["maxsim"] == 0.5
-    assert rerank_weight(make_settings(reranker="maxsim")) == 0.5
-    assert rerank_weight(make_settings(reranker="cross-encoder")) == 1.0
-    assert rerank_weight(make_settings(reranker="maxsim", rerank_weight=0.8)) == 0.8
+    assert rerank_weight(make_settings(), maxsim) == 0.5
+    assert rerank_weight(make_settings(), jina) == 1.0
+    assert rerank_weight(make_settings(), None) == 1.0
+    assert rerank_weight(make_settings(rerank_weight=0.8), maxsim) == 0.8
     with pytest.raises(ValueError, match="less than or equal to 1"):
         make_settings(rerank_weight=1.5)
+
+
+def test_auto_is_maxsim_on_a_sentence_transformers_dense_model_and_none_otherwise(embedder):
+    from rag.embedders import build_embedder
+
+    assert make_settings().reranker == "auto"
+    auto = build_reranker(make_settings(), embedder)
+    assert isinstance(auto, MaxSimReranker) and auto.model is embedder.dense.documents.model
+    assert build_reranker(make_settings()) is None  # no embedder to lend a model
+    multilingual = build_embedder(make_settings(profile="multilingual"))
+    assert build_reranker(make_settings(), multilingual) is None
+    assert isinstance(build_reranker(make_settings(reranker="maxsim")), MaxSimReranker)
 
 
 # ----------------------------------------------------------------- the mix

@@ -108,9 +108,9 @@ def test_passage_text_is_the_embedded_text():
 
 def test_registry_and_build(settings):
     assert set(RERANKERS) == {
-        "none", "cross-encoder", "bge-reranker", "jina", "bge-m3-colbert", "maxsim"
+        "none", "cross-encoder", "bge-reranker", "jina", "bge-m3-colbert", "maxsim", "auto"
     }  # fmt: skip
-    assert settings.reranker == "none" and build_reranker(settings) is None
+    assert build_reranker(make_settings(reranker="none")) is None
     with pytest.raises(UnknownRerankerError, match="choose one of none, cross-encoder"):
         build_reranker(make_settings(reranker="colbertv2"))
     with pytest.raises(RerankError, match="RAG_JINA_API_KEY"):

@@ -237,7 +237,11 @@ def test_cli_json_output(ingested):
         "sparse_rank",
         "sparse_score",
         "section_rank",
+        "rerank_score",  # the default reranker (auto: maxsim) ordered them
+        "fused_rank",
     }
+    scores = [h["rerank_score"] for h in hits]
+    assert scores == sorted(scores, reverse=True) and 0 <= scores[-1] <= scores[0] <= 1
     assert KNOWN[0][1] & {Path(h["source"]).name for h in hits}
 
 

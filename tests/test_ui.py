@@ -29,6 +29,7 @@ from ui_page import (
 )
 
 from rag.answer import NO_LLM
+from rag.rerankers import build_reranker, rerank_weight
 from rag.retriever import Retriever
 from rag.search import Searcher
 from rag.settings import SearchMode, get_settings
@@ -84,7 +85,7 @@ def test_page_without_question_shows_controls_stats_and_a_hint(start_app, ingest
     assert weights == settings.weights
     (per_source,) = at.sidebar.number_input  # no RRF k under convex fusion
     assert (per_source.key, per_source.value) == ("per_source", settings.per_source)
-    assert at.sidebar.selectbox(key="reranker").value == settings.reranker == "none"
+    assert at.sidebar.selectbox(key="reranker").value == settings.reranker == "auto"
     assert at.sidebar.text_input(key="source_prefix").value == ""
     toggle = at.sidebar.toggle(key="use_llm")
     assert toggle.value is False and toggle.disabled  # no LLM configured
@@ -106,6 +107,21 @@ def test_page_without_question_shows_controls_stats_and_a_hint(start_app, ingest
     assert "dense_weight" not in [slider.key for slider in at.sidebar.slider]
 
 
+def app_searcher(retriever: Retriever) -> Searcher:
+    """The searcher the page builds with the default settings: the default reranker (auto:
+    maxsim on this profile, on the retriever's dense model) and the per-source cap."""
+    settings = get_settings()
+    reranker = build_reranker(settings, retriever.embedder)
+    weight = rerank_weight(settings, reranker)
+    return Searcher(
+        retriever,
+        reranker,
+        settings.rerank_candidates,
+        per_source=settings.per_source,
+        rerank_weight=weight,
+    )
+
+
 def test_hybrid_search_without_llm_shows_the_hits_with_stage_ranks_and_why(
     start_app, ingested, retriever
 ):
@@ -113,7 +129,7 @@ def test_hybrid_search_without_llm_shows_the_hits_with_stage_ranks_and_why(
 
     settings = get_settings()
     expected = (
-        Searcher(retriever, per_source=settings.per_source)
+        app_searcher(retriever)
         .search(
             QUERY,
             top_k=settings.top_k,
@@ -135,7 +151,10 @@ def test_hybrid_search_without_llm_shows_the_hits_with_stage_ranks_and_why(
         sparse = f"sparse #{hit.sparse_rank}" if hit.sparse_rank else "sparse –"
         section = f" · section #{hit.section_rank}" if hit.section_rank else ""
         fused = f"fused #{hit.fused_rank}"  # its rank before the cap of one passage a page
-        assert row["stages"] == f"{dense} · {sparse}{section} · {fused} · score {hit.score:.4f}"
+        rerank = f"rerank {hit.rerank_score:.4f}"  # the default reranker's mixed score
+        assert row["stages"] == (
+            f"{dense} · {sparse}{section} · {fused} · score {hit.score:.4f} · {rerank}"
+        )
     assert any(hit.section_rank for hit in expected)
     (warning,) = at.warning
     assert rendered_text(warning.value) == f"No generated answer: {NO_LLM}"
@@ -171,14 +190,15 @@ def test_single_mode_search_shows_that_lists_rank_and_raw_score(
     assert len(at.sidebar.radio) == 1  # no fusion controls
     assert [n.key for n in at.sidebar.number_input] == ["per_source"]
     settings = get_settings()
-    searcher = Searcher(retriever, per_source=settings.per_source)
-    expected = searcher.search(QUERY, top_k=settings.top_k, mode=mode).hits
+    expected = app_searcher(retriever).search(QUERY, top_k=settings.top_k, mode=mode).hits
     assert_shows(at, expected)
     for hit, row in zip(expected, shown_hits(at), strict=True):
         # The app encodes the query itself: the last printed digit may differ by float noise.
-        stage, score = row["stages"].rsplit(" · score ", 1)
+        stage, scores = row["stages"].rsplit(" · score ", 1)
+        score, rerank = scores.split(" · rerank ")  # the default reranker ordered them
         assert stage == f"{mode.value} #{hit.fused_rank}"
         assert float(score) == pytest.approx(hit.score, rel=1e-4, abs=1e-4)
+        assert float(rerank) == pytest.approx(hit.rerank_score, rel=1e-4, abs=1e-4)
     hybrid = retriever.search(QUERY, top_k=get_settings().top_k)
     assert [h.score for h in expected] != [h.score for h in hybrid]
 

@@ -163,7 +163,9 @@ def search_options(settings: Settings) -> dict:
         names,
         names.index(settings.reranker) if settings.reranker in names else 0,
         key="reranker",
-        help="Reorders the retrieved passages; the model loads on first use.",
+        help="Reorders the retrieved passages; the model loads on first use. auto: MaxSim "
+        "over the dense model's token vectors, mixed with the retrieval score, when the "
+        "profile's dense model is a sentence-transformers model; else none.",
     )
     options["top_k"] = sidebar.slider(
         "Passages (top-k)", 1, max(50, settings.top_k), settings.top_k, key="top_k"
@@ -311,7 +313,7 @@ def retrieve(
         reranker,
         settings.rerank_candidates,
         per_source=options["per_source"],
-        rerank_weight=rerank_weight(settings.model_copy(update={"reranker": options["reranker"]})),
+        rerank_weight=rerank_weight(settings, reranker),
     )
     result = searcher.search(question, **search)
     return searcher, result, notes + result.notes

@@ -1,8 +1,9 @@
 """Rerankers: reorder retrieved hits by a finer (query, passage) score, chosen by name.
 
-``build_reranker(settings)`` returns the reranker of ``settings.reranker`` (``None`` for
-``none``); ``reranker.rerank(query, hits, top_k)`` returns the ``top_k`` best hits, each with
-its ``rerank_score`` and new ``rank``, keeping its ``fused_rank``, ``dense_rank`` and
+``build_reranker(settings, embedder)`` returns the reranker of ``settings.reranker``
+(``None`` for ``none``; ``auto``, the default, picks by the embedder);
+``reranker.rerank(query, hits, top_k)`` returns the ``top_k`` best hits, each with its
+``rerank_score`` and new ``rank``, keeping its ``fused_rank``, ``dense_rank`` and
 ``sparse_rank``.
 """
 
@@ -23,6 +24,8 @@ RERANKERS: dict[str, str] = {
     "shares the bge-m3 profile's loaded model)",
     "maxsim": "late interaction (MaxSim) over the dense model's own token vectors, mixed with "
     "the retrieval score (default RAG_DENSE_MODEL; shares the loaded dense model)",
+    "auto": "the default: maxsim when the profile's dense model is a local "
+    "sentence-transformers model (the default profile's all-MiniLM-L6-v2), else none",
 }
 
 # The share of the reranker's score in the final order (``rag.search.mix_scores``) when
@@ -35,16 +38,20 @@ class UnknownRerankerError(ValueError):
     """The settings name a reranker that does not exist."""
 
 
-def rerank_weight(settings: Settings) -> float:
-    """The share of the reranker's score in the final order: ``settings.rerank_weight``, else
-    the reranker's own (:data:`RERANK_WEIGHTS`, 1.0 when not listed)."""
+def rerank_weight(settings: Settings, reranker: Reranker | None) -> float:
+    """The share of ``reranker``'s score in the final order: ``settings.rerank_weight``, else
+    the reranker's own (:data:`RERANK_WEIGHTS`, 1.0 when not listed or without a reranker)."""
     if settings.rerank_weight is not None:
         return settings.rerank_weight
-    return RERANK_WEIGHTS.get(settings.reranker, 1.0)
+    return RERANK_WEIGHTS.get(reranker.name, 1.0) if reranker is not None else 1.0
 
 
 def build_reranker(settings: Settings, embedder: Embedder | None = None) -> Reranker | None:
     """The reranker of ``settings.reranker`` with its model loaded, or ``None`` for ``none``.
+
+    ``auto`` is ``maxsim`` when ``embedder``'s dense encoder is a plain sentence-transformers
+    model (it lends the model), else ``none``: the multilingual, bge-m3 and API profiles,
+    and no ``embedder``, get no reranker.
 
     ``settings.reranker_model`` overrides the reranker's default model. With
     ``bge-m3-colbert``, a ``bge-m3`` profile ``embedder`` of the same model lends its loaded
@@ -57,6 +64,8 @@ def build_reranker(settings: Settings, embedder: Embedder | None = None) -> Rera
         OSError: a model cannot be found locally and the hub cannot be reached.
     """
     name = settings.reranker
+    if name == "auto":
+        name = "maxsim" if _sentence_transformer(embedder) is not None else "none"
     if name == "none":
         return None
     if name not in RERANKERS:
@@ -104,14 +113,22 @@ def build_reranker(settings: Settings, embedder: Embedder | None = None) -> Rera
     return BGEM3ColbertReranker.from_pretrained(model, **local)
 
 
-def _maxsim(settings: Settings, embedder: Embedder | None, local: dict) -> Reranker:
+def _sentence_transformer(embedder: Embedder | None):
+    """``embedder``'s dense encoder when it is a plain ``SentenceTransformerDense`` (behind the
+    int8 query encoder, its torch model for documents), else ``None``."""
     from rag.embedders.sentence_transformer import SentenceTransformerDense
+
+    dense = getattr(embedder, "dense", None)
+    dense = getattr(dense, "documents", dense)
+    return dense if type(dense) is SentenceTransformerDense else None
+
+
+def _maxsim(settings: Settings, embedder: Embedder | None, local: dict) -> Reranker:
     from rag.rerankers.maxsim import MaxSimReranker
 
     model = settings.reranker_model or settings.dense_model
-    dense = getattr(embedder, "dense", None)
-    dense = getattr(dense, "documents", dense)  # the int8 query encoder's torch model
-    if isinstance(dense, SentenceTransformerDense) and dense.name == model:
+    dense = _sentence_transformer(embedder)
+    if dense is not None and dense.name == model:
         return MaxSimReranker(dense.model, batch_size=settings.batch_size, autocast=dense.autocast)
     return MaxSimReranker.from_pretrained(model, precision=settings.precision, **local)
 

@@ -62,7 +62,9 @@ def test_the_query_itself_scores_one_and_a_text_of_special_tokens_minus_one(maxs
 
 def test_the_reranker_borrows_the_embedders_dense_model(embedder, maxsim):
     torch_dense = embedder.dense.documents  # the default encodes queries on int8 ONNX
-    shared = build_reranker(make_settings(reranker="maxsim"), embedder)
+    threads = torch.get_num_threads()
+    shared = build_reranker(make_settings(reranker="maxsim", num_threads=threads + 1), embedder)
+    assert torch.get_num_threads() == threads  # it runs on the threads the process has set
     assert isinstance(shared, MaxSimReranker)
     assert shared.model is torch_dense.model and shared.model is not maxsim.model
     assert shared.autocast == torch_dense.autocast

@@ -56,7 +56,9 @@ def build_reranker(settings: Settings, embedder: Embedder | None = None) -> Rera
     ``settings.reranker_model`` overrides the reranker's default model. With
     ``bge-m3-colbert``, a ``bge-m3`` profile ``embedder`` of the same model lends its loaded
     model instead of a second load; with ``maxsim``, a sentence-transformers dense encoder of
-    the same model (``RAG_DENSE_MODEL`` by default) does.
+    the same model (``RAG_DENSE_MODEL`` by default) does, and the reranker then runs on the
+    torch threads the process has set (``RAG_QUERY_THREADS`` in a process that searches). A
+    reranker that loads its own model sets ``RAG_NUM_THREADS``.
 
     Raises:
         UnknownRerankerError: the name is not one of ``RERANKERS``.
@@ -84,12 +86,14 @@ def build_reranker(settings: Settings, embedder: Embedder | None = None) -> Rera
         )
     from rag.embedders import configure_threads
 
-    configure_threads(settings.num_threads)
     local = {
         "device": settings.device,
         "batch_size": settings.batch_size,
         "max_length": settings.max_length,
     }
+    if name == "maxsim":
+        return _maxsim(settings, embedder, local)
+    configure_threads(settings.num_threads)
     if name == "cross-encoder":
         from rag.rerankers.cross_encoder import DEFAULT_MODEL, CrossEncoderReranker
 
@@ -102,8 +106,6 @@ def build_reranker(settings: Settings, embedder: Embedder | None = None) -> Rera
         return BGEReranker(
             settings.reranker_model or DEFAULT_MODEL, precision=settings.precision, **local
         )
-    if name == "maxsim":
-        return _maxsim(settings, embedder, local)
     from rag.embedders.bge_m3 import BGEM3Embedder
     from rag.rerankers.colbert import BGEM3ColbertReranker
 
@@ -128,8 +130,11 @@ def _maxsim(settings: Settings, embedder: Embedder | None, local: dict) -> Reran
 
     model = settings.reranker_model or settings.dense_model
     dense = _sentence_transformer(embedder)
-    if dense is not None and dense.name == model:
+    if dense is not None and dense.name == model:  # on the threads the process has set
         return MaxSimReranker(dense.model, batch_size=settings.batch_size, autocast=dense.autocast)
+    from rag.embedders import configure_threads
+
+    configure_threads(settings.num_threads)
     return MaxSimReranker.from_pretrained(model, precision=settings.precision, **local)
 
 

@@ -48,6 +48,6 @@ def test_demo_notebook_runs_and_shows_every_step():
         assert mode in modes
     assert "sparse-inverted-index" in modes and "hnsw" in modes
     assert "dense rank" in stages and "sparse rank" in stages
-    assert "rerank score" in rerank or "retrieved order kept" in rerank
+    assert "reranker: maxsim" in rerank and "retrieved order kept" not in rerank  # auto
     assert "error: None" in answer, answer
     assert re.search(r"\[\d\] \S+\.md · ", answer), answer  # at least one citation

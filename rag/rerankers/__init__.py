@@ -24,13 +24,13 @@ RERANKERS: dict[str, str] = {
     "shares the bge-m3 profile's loaded model)",
     "maxsim": "late interaction (MaxSim) over the dense model's own token vectors, mixed with "
     "the retrieval score (default RAG_DENSE_MODEL; shares the loaded dense model)",
-    "auto": "the default: maxsim when the profile's dense model is a local "
+    "auto": "the default: maxsim when the profile's dense model is a "
     "sentence-transformers model (the default profile's all-MiniLM-L6-v2), else none",
 }
 
 # The share of the reranker's score in the final order (``rag.search.mix_scores``) when
 # RAG_RERANK_WEIGHT is unset: a trained reranker alone (1.0); the zero-shot MaxSim score
-# mixed half and half with the retrieval score (docs/EVALUATION.md, "Reranking").
+# mixed half and half with the retrieval score (docs/EVALUATION.md, "MaxSim reranking").
 RERANK_WEIGHTS: dict[str, float] = {"maxsim": 0.5}
 
 

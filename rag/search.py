@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from rag.fusion import min_max
 from rag.http import APIError
 from rag.language import Language, choose_lexical, detect
-from rag.rerankers import Reranker, RerankError, build_reranker, rerank_weight
+from rag.rerankers import Reranker, RerankError, build_reranker, rerank_weight_of
 from rag.retriever import Retriever
 from rag.settings import SearchMode, Settings
 from rag.types import Hit
@@ -86,7 +86,8 @@ class Searcher:
         per_source: at most this many chunks of one source (file) among the hits
             (``RAG_PER_SOURCE``; ``None`` or 0: no cap); see :func:`cap_per_source`.
         rerank_weight: the share of the reranker's score in the final order
-            (:func:`mix_scores`; 1: the reranker's order alone).
+            (:func:`mix_scores`; 1: the reranker's order alone; ``None``: the reranker's
+            own, ``rag.rerankers.RERANK_WEIGHTS``).
 
     Example::
 
@@ -106,9 +107,9 @@ class Searcher:
         rerank_depth: int | None = None,
         fallback: bool = True,
         per_source: int | None = None,
-        rerank_weight: float = 1.0,
+        rerank_weight: float | None = None,
     ) -> None:
-        if not 0 <= rerank_weight <= 1:
+        if rerank_weight is not None and not 0 <= rerank_weight <= 1:
             raise ValueError(f"rerank_weight must be in [0, 1], got {rerank_weight}")
         if rerank_depth is not None and rerank_depth < 1:
             raise ValueError(f"rerank_depth must be >= 1 or None, got {rerank_depth}")
@@ -120,7 +121,7 @@ class Searcher:
         self.rerank_candidates = rerank_candidates
         self.rerank_depth = rerank_depth
         self.fallback = fallback
-        self.rerank_weight = rerank_weight
+        self.rerank_weight = rerank_weight_of(reranker, rerank_weight)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Searcher:
@@ -144,7 +145,7 @@ class Searcher:
             reranker,
             settings.rerank_candidates,
             per_source=settings.per_source,
-            rerank_weight=rerank_weight(settings, reranker),
+            rerank_weight=settings.rerank_weight,
         )
 
     def search(

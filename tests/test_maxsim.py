@@ -14,7 +14,7 @@ import torch
 from reranker_support import PASSAGES, QUERY, make_hits, make_settings
 
 from rag.embedders.packaged import resolve_model
-from rag.rerankers import RERANK_WEIGHTS, build_reranker, passage_text, rerank_weight
+from rag.rerankers import RERANK_WEIGHTS, build_reranker, passage_text, rerank_weight_of
 from rag.rerankers.maxsim import MaxSimReranker
 from rag.search import Searcher, mix_scores
 
@@ -78,10 +78,10 @@ def test_the_reranker_borrows_the_embedders_dense_model(embedder, maxsim):
 def test_rerank_weight_is_the_setting_else_the_rerankers_own(maxsim):
     jina = build_reranker(make_settings(reranker="jina", jina_api_key="not-sent"))
     assert RERANK_WEIGHTS["maxsim"] == 0.5
-    assert rerank_weight(make_settings(), maxsim) == 0.5
-    assert rerank_weight(make_settings(), jina) == 1.0
-    assert rerank_weight(make_settings(), None) == 1.0
-    assert rerank_weight(make_settings(rerank_weight=0.8), maxsim) == 0.8
+    assert rerank_weight_of(maxsim, make_settings().rerank_weight) == 0.5
+    assert rerank_weight_of(jina) == 1.0
+    assert rerank_weight_of(None) == 1.0
+    assert rerank_weight_of(maxsim, make_settings(rerank_weight=0.8).rerank_weight) == 0.8
     with pytest.raises(ValueError, match="less than or equal to 1"):
         make_settings(rerank_weight=1.5)
 
@@ -158,3 +158,5 @@ def test_the_searcher_mixes_the_maxsim_score_with_the_fused_score(retriever, emb
     assert order != sorted(range(12), key=lambda i: -maxsim_scores[i])[:5]
     with pytest.raises(ValueError, match="rerank_weight must be in"):
         Searcher(retriever, reranker, rerank_weight=1.5)
+    # Without a weight, the Searcher takes the reranker's own.
+    assert Searcher(retriever, reranker).rerank_weight == 0.5

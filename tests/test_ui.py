@@ -29,7 +29,7 @@ from ui_page import (
 )
 
 from rag.answer import NO_LLM
-from rag.rerankers import build_reranker, rerank_weight
+from rag.rerankers import build_reranker
 from rag.retriever import Retriever
 from rag.search import Searcher
 from rag.settings import SearchMode, get_settings
@@ -112,13 +112,12 @@ def app_searcher(retriever: Retriever) -> Searcher:
     maxsim on this profile, on the retriever's dense model) and the per-source cap."""
     settings = get_settings()
     reranker = build_reranker(settings, retriever.embedder)
-    weight = rerank_weight(settings, reranker)
     return Searcher(
         retriever,
         reranker,
         settings.rerank_candidates,
         per_source=settings.per_source,
-        rerank_weight=weight,
+        rerank_weight=settings.rerank_weight,
     )
 
 

@@ -16,7 +16,7 @@ from rag.answer import LLM, Answer, AnswerStream, citation_spans, public_url
 from rag.context import ContextBuilder
 from rag.embedders import UnknownProfileError
 from rag.http import APIError
-from rag.rerankers import RERANKERS, Reranker, RerankError, build_reranker, rerank_weight
+from rag.rerankers import RERANKERS, Reranker, RerankError, build_reranker
 from rag.retriever import Retriever
 from rag.search import Searcher, SearchResult, term_pattern
 from rag.settings import Fusion, SearchMode, Settings, get_settings
@@ -313,7 +313,7 @@ def retrieve(
         reranker,
         settings.rerank_candidates,
         per_source=options["per_source"],
-        rerank_weight=rerank_weight(settings, reranker),
+        rerank_weight=settings.rerank_weight,
     )
     result = searcher.search(question, **search)
     return searcher, result, notes + result.notes

@@ -33,8 +33,13 @@ from rag.eval.runner import (
     run_mode,
 )
 from rag.http import APIError
-from rag.rerankers import RERANKERS, RerankError, UnknownRerankerError, build_reranker
-from rag.rerankers import rerank_weight as rerank_weight_of
+from rag.rerankers import (
+    RERANKERS,
+    RerankError,
+    UnknownRerankerError,
+    build_reranker,
+    rerank_weight_of,
+)
 from rag.retriever import Retriever
 from rag.search import cap_per_source
 from rag.settings import PROJECT_ROOT, Settings
@@ -283,6 +288,7 @@ def _evaluate(
     )
 
     rows = []
+    weight = rerank_weight_of(reranker, settings.rerank_weight)
     with ProgressBars() as progress:
         for eval_mode in modes:
             task = progress.add(f"{eval_mode.value:>15}", len(queries))
@@ -297,7 +303,7 @@ def _evaluate(
                     weights=settings.weights,
                     reranker=reranker,
                     rerank_depth=settings.rerank_candidates,
-                    rerank_weight=rerank_weight_of(settings, reranker),
+                    rerank_weight=settings.rerank_weight,
                     on_query=lambda task=task: progress.advance(task),
                     keep_hits=CONTEXT_HITS if budgets else 0,
                 )
@@ -325,7 +331,7 @@ def _evaluate(
                     "normalisation": settings.normalisation.value,
                     "reranker": reranker.name if result.mode.endswith("+rerank") else None,
                     "rerank_depth": settings.rerank_candidates if reranker else None,
-                    "rerank_weight": rerank_weight_of(settings, reranker) if reranker else None,
+                    "rerank_weight": weight if reranker else None,
                     "query_encode_seconds": round(encode_seconds, 2),
                     "ingest_seconds": round(report.seconds, 1),
                     "chunks_written": report.chunks_written,

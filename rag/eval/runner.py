@@ -187,7 +187,7 @@ def run_mode(
     weights: tuple[float, float] = (0.5, 0.5),
     reranker: Reranker | None = None,
     rerank_depth: int = 30,
-    rerank_weight: float = 1.0,
+    rerank_weight: float | None = None,
     on_query: Callable[[], None] | None = None,
     keep_hits: int = 0,
 ) -> list[ModeResult]:
@@ -200,7 +200,8 @@ def run_mode(
     retrieved chunks (``SearchResult.retrieved``) give the mode's ranking. With a
     ``reranker``, its final chunks give a second result labelled ``<mode>+rerank``: the
     first ``rerank_depth`` retrieved chunks reordered by the reranker (its score mixed with
-    the retrieval score by ``rerank_weight``, ``rag.search.mix_scores``), the rest following
+    the retrieval score by ``rerank_weight``, ``None`` for the reranker's own;
+    ``rag.search.mix_scores``), the rest following
     in retrieved order (so Recall@100 measures the same candidates).
 
     A result's ``seconds`` sum the retrieval times; the reranked result's also include the

@@ -38,11 +38,12 @@ class UnknownRerankerError(ValueError):
     """The settings name a reranker that does not exist."""
 
 
-def rerank_weight(settings: Settings, reranker: Reranker | None) -> float:
-    """The share of ``reranker``'s score in the final order: ``settings.rerank_weight``, else
-    the reranker's own (:data:`RERANK_WEIGHTS`, 1.0 when not listed or without a reranker)."""
-    if settings.rerank_weight is not None:
-        return settings.rerank_weight
+def rerank_weight_of(reranker: Reranker | None, weight: float | None = None) -> float:
+    """The share of ``reranker``'s score in the final order: ``weight`` when given
+    (``RAG_RERANK_WEIGHT``), else the reranker's own (:data:`RERANK_WEIGHTS`, 1.0 when not
+    listed or without a reranker)."""
+    if weight is not None:
+        return weight
     return RERANK_WEIGHTS.get(reranker.name, 1.0) if reranker is not None else 1.0
 
 
@@ -147,5 +148,5 @@ __all__ = [
     "apply_scores",
     "build_reranker",
     "passage_text",
-    "rerank_weight",
+    "rerank_weight_of",
 ]

@@ -275,3 +275,12 @@ def local_llm(tmp_path_factory):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def tiny_mgte_dir(tmp_path_factory) -> Path:
+    """A tiny random-weight mGTE checkpoint with the real tokenizer (a fixture: its vectors
+    mean nothing)."""
+    from mgte_fixture import build_tiny_mgte
+
+    return build_tiny_mgte(tmp_path_factory.mktemp("tiny-mgte"))

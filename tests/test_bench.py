@@ -67,10 +67,14 @@ def test_ingest_compares_profiles_on_the_same_documents(tmp_path):
 @pytest.mark.slow
 def test_query_and_startup_run_against_an_ingested_collection(ingested):
     uri, collection, report = ingested
-    result = _bench("query", "--db", uri, "--collection", collection, "-n", "12")
+    result = _bench("query", "--db", uri, "--collection", collection, "-n", "12",
+                    "--rerank-batch", "4")  # fmt: skip
     assert result["chunks"] == report.chunks_written and result["queries"] == 12
     latency = result["embed_search"]
     assert 0 < latency["p50_ms"] <= latency["p95_ms"] <= latency["p99_ms"]
+    # The default reranker (auto: MaxSim) is timed, with the batch size asked for.
+    assert (result["reranker"], result["rerank_batch"]) == ("auto", 4)
+    assert result["total_with_rerank"]["p50_ms"] > latency["p50_ms"]
     assert result["peak_rss_mb"] > 0 and result["db_size_mb"] > 0
     assert result["engine_peak_rss_mb"] > 0 and result["open_seconds"] > 0
     recall = _bench("recall", "--db", uri, "--collection", collection, "-n", "8")

@@ -24,8 +24,9 @@ SEARCH_QUERY = "How do I create a sparse vector index?"
 @pytest.fixture(scope="module")
 def maxsim() -> MaxSimReranker:
     """A float32 load of the packaged dense model, as the CLI builds it for another profile."""
-    reranker = build_reranker(make_settings(reranker="maxsim", batch_size=4))
+    reranker = build_reranker(make_settings(reranker="maxsim"))
     assert isinstance(reranker, MaxSimReranker)
+    reranker.batch_size = 4  # the passages below make one full batch and one padded
     return reranker
 
 
@@ -49,6 +50,23 @@ def test_scores_are_the_mean_best_cosine_of_the_query_tokens(maxsim):
     np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-5)
     assert int(np.argmax(scores)) == 1  # the HNSW passage
     assert all(-1.0 <= s <= 1.0 for s in scores)
+
+
+def test_each_score_is_its_own_passages_whatever_the_batches(maxsim):
+    """Passages run longest first in batches; each score still lands on its passage, and
+    neither the input order nor the batch size changes it."""
+    assert sorted(PASSAGES, key=len, reverse=True) != PASSAGES  # a real reordering
+    scores = maxsim.score(QUERY, PASSAGES)
+    reversed_scores = maxsim.score(QUERY, PASSAGES[::-1])
+    np.testing.assert_allclose(reversed_scores[::-1], scores, atol=1e-5)
+    saved = maxsim.batch_size
+    try:
+        maxsim.batch_size = 1
+        alone = maxsim.score(QUERY, PASSAGES)
+    finally:
+        maxsim.batch_size = saved
+    np.testing.assert_allclose(alone, scores, atol=1e-5)
+    assert len(set(np.round(scores, 4))) == len(PASSAGES)  # distinct: a swap would show
 
 
 def test_the_query_itself_scores_one_and_a_text_of_special_tokens_minus_one(maxsim):

@@ -182,6 +182,9 @@ def query(
         bool, typer.Option(help="Also rank each list on its own (what the UI shows).")
     ] = False,
     rerank: Annotated[str | None, typer.Option(help="Also time a reranker.")] = None,
+    rerank_batch: Annotated[
+        int | None, typer.Option(min=1, help="Passages per reranker forward pass.")
+    ] = None,
     threads: Annotated[
         int | None, typer.Option(min=1, help="Query-encoding threads (RAG_QUERY_THREADS).")
     ] = None,
@@ -207,6 +210,8 @@ def query(
         reranker = build_reranker(settings, retriever.embedder)
     except (StoreError, ValueError, RerankError, OSError, APIError) as error:
         fail(error)
+    if rerank_batch and hasattr(reranker, "batch_size"):
+        reranker.batch_size = rerank_batch
     open_seconds = time.perf_counter() - opened
     chunks = retriever.store.count_chunks()
     depth = max(top_k, settings.rerank_candidates) if reranker else top_k
@@ -233,6 +238,7 @@ def query(
         "stage_ranks": stage_ranks,
         "sparse_query_terms": settings.sparse_query_terms,
         "reranker": settings.reranker,
+        "rerank_batch": getattr(reranker, "batch_size", None),
         "threads": settings.query_threads,
         **machine,
         "embed_search": percentiles(timings["embed_search"]),

@@ -93,7 +93,7 @@ def build_reranker(settings: Settings, embedder: Embedder | None = None) -> Rera
         "max_length": settings.max_length,
     }
     if name == "maxsim":
-        return _maxsim(settings, embedder, local)
+        return _maxsim(settings, embedder)
     configure_threads(settings.num_threads)
     if name == "cross-encoder":
         from rag.rerankers.cross_encoder import DEFAULT_MODEL, CrossEncoderReranker
@@ -126,17 +126,19 @@ def _sentence_transformer(embedder: Embedder | None):
     return dense if type(dense) is SentenceTransformerDense else None
 
 
-def _maxsim(settings: Settings, embedder: Embedder | None, local: dict) -> Reranker:
+def _maxsim(settings: Settings, embedder: Embedder | None) -> Reranker:
     from rag.rerankers.maxsim import MaxSimReranker
 
     model = settings.reranker_model or settings.dense_model
     dense = _sentence_transformer(embedder)
     if dense is not None and dense.name == model:  # on the threads the process has set
-        return MaxSimReranker(dense.model, batch_size=settings.batch_size, autocast=dense.autocast)
+        return MaxSimReranker(dense.model, autocast=dense.autocast)
     from rag.embedders import configure_threads
 
     configure_threads(settings.num_threads)
-    return MaxSimReranker.from_pretrained(model, precision=settings.precision, **local)
+    return MaxSimReranker.from_pretrained(
+        model, device=settings.device, max_length=settings.max_length, precision=settings.precision
+    )
 
 
 __all__ = [

@@ -11,8 +11,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 import pytest
 import torch
-from reranker_support import PASSAGES, QUERY, make_hits, make_settings
+from reranker_support import MULTILINGUAL, PASSAGES, QUERY, make_hits, make_settings
 
+from rag.embedders import build_embedder
 from rag.embedders.packaged import resolve_model
 from rag.rerankers import RERANK_WEIGHTS, build_reranker, passage_text, rerank_weight_of
 from rag.rerankers.maxsim import MaxSimReranker
@@ -44,7 +45,7 @@ def reference_maxsim(model, query: str, passages: list[str]) -> list[float]:
 
 
 def test_scores_are_the_mean_best_cosine_of_the_query_tokens(maxsim):
-    expected = reference_maxsim(maxsim.model, QUERY, PASSAGES)
+    expected = reference_maxsim(maxsim.encoder.model, QUERY, PASSAGES)
     scores = maxsim.score(QUERY, PASSAGES)  # batches of 4: one full, one padded
     assert scores.dtype == np.float32 and scores.shape == (len(PASSAGES),)
     np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-5)
@@ -84,13 +85,14 @@ def test_the_reranker_borrows_the_embedders_dense_model(embedder, maxsim):
     shared = build_reranker(make_settings(reranker="maxsim", num_threads=threads + 1), embedder)
     assert torch.get_num_threads() == threads  # it runs on the threads the process has set
     assert isinstance(shared, MaxSimReranker)
-    assert shared.model is torch_dense.model and shared.model is not maxsim.model
-    assert shared.autocast == torch_dense.autocast
+    assert shared.encoder.model is torch_dense.model
+    assert shared.encoder.model is not maxsim.encoder.model
+    assert shared.encoder.autocast == torch_dense.autocast
     # Another model than the dense one is loaded on its own.
     path = resolve_model(torch_dense.name)  # the packaged directory: the same weights
     assert path != torch_dense.name
     alone = build_reranker(make_settings(reranker="maxsim", reranker_model=path), embedder)
-    assert alone.model is not torch_dense.model
+    assert alone.encoder.model is not torch_dense.model
 
 
 def test_rerank_weight_is_the_setting_else_the_rerankers_own(maxsim):
@@ -105,15 +107,39 @@ def test_rerank_weight_is_the_setting_else_the_rerankers_own(maxsim):
 
 
 def test_auto_is_maxsim_on_a_sentence_transformers_dense_model_and_none_otherwise(embedder):
-    from rag.embedders import build_embedder
-
     assert make_settings().reranker == "auto"
     auto = build_reranker(make_settings(), embedder)
-    assert isinstance(auto, MaxSimReranker) and auto.model is embedder.dense.documents.model
+    assert isinstance(auto, MaxSimReranker)
+    assert auto.encoder.model is embedder.dense.documents.model
     assert build_reranker(make_settings()) is None  # no embedder to lend a model
-    multilingual = build_embedder(make_settings(profile="multilingual"))
-    assert build_reranker(make_settings(), multilingual) is None
     assert isinstance(build_reranker(make_settings(reranker="maxsim")), MaxSimReranker)
+
+
+@pytest.fixture(scope="module")
+def multilingual():
+    return build_embedder(make_settings(profile="multilingual"))
+
+
+def test_multilingual_e5_lends_its_token_vectors(multilingual):
+    """With the multilingual profile, auto stays none and maxsim reads multilingual-e5-small's
+    own last hidden states: the text's tokens count, not <s>, </s>, padding or the query: /
+    passage: prefix."""
+    assert build_reranker(make_settings(profile="multilingual"), multilingual) is None  # auto
+    settings = make_settings(profile="multilingual", reranker="maxsim")
+    reranker = build_reranker(settings, multilingual)
+    assert isinstance(reranker, MaxSimReranker) and reranker.encoder is multilingual.dense
+    e5 = multilingual.dense
+    texts = ["北京是中华人民共和国的首都。", "Sparse vectors weigh words."]
+    vectors, keep = e5.token_vectors(texts, query=False)
+    own = e5.tokenizer(texts, add_special_tokens=False)["input_ids"]
+    assert keep.sum(dim=1).tolist() == [len(ids) for ids in own]  # no <s>, </s>, prefix
+    assert vectors.shape[:2] == keep.shape and vectors.shape[2] == 384
+    assert torch.linalg.vector_norm(vectors[keep], dim=-1).sub(1).abs().max() < 1e-4
+    # A Chinese question about Beijing: the Chinese passage about Beijing comes first.
+    scores = reranker.score("中国的首都是哪座城市？", MULTILINGUAL)
+    assert int(np.argmax(scores)) == 1
+    assert reranker.score(MULTILINGUAL[2], [MULTILINGUAL[2]])[0] < 1.0  # query: vs passage:
+    assert all(-1.0 <= s <= 1.0 for s in scores)
 
 
 # ----------------------------------------------------------------- the mix

@@ -130,6 +130,34 @@ class MultilingualE5Dense:
         np.add.at(sums, np.array(owners), means * counts[:, None])
         return l2_normalize(sums)
 
+    @torch.inference_mode()
+    def token_vectors(
+        self, texts: Sequence[str], *, query: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The texts' L2-normalised last hidden states, ``float32 [len(texts), tokens, 384]``,
+        and which of them count, ``bool [len(texts), tokens]``: the text's own tokens, not
+        ``<s>``, ``</s>``, padding or the ``query: `` / ``passage: `` prefix. A text is read
+        with its prefix up to the model's 512 positions (its first window)."""
+        tokenizer = self.tokenizer
+        prefix = "query: " if query else "passage: "
+        # "passage:" without its space: the space joins the text's first token ("▁Spar").
+        skip = len(tokenizer(prefix.rstrip(), add_special_tokens=False)["input_ids"])
+        batch = tokenizer(
+            [prefix + text for text in texts],
+            truncation=True,
+            max_length=self.max_tokens,
+            padding=True,
+            return_tensors="pt",
+        )
+        states = self.model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        ).last_hidden_state
+        vectors = torch.nn.functional.normalize(states.float(), dim=-1)
+        keep = batch["attention_mask"].bool()
+        keep[:, : 1 + skip] = False  # <s> and the prefix
+        keep[torch.arange(len(texts)), batch["attention_mask"].sum(1) - 1] = False  # </s>
+        return vectors, keep
+
     def encode_documents(self, texts: Sequence[str]) -> np.ndarray:
         """``float32 [len(texts), 384]`` L2-normalised passage vectors."""
         return self._encode(texts, query=False)

@@ -23,7 +23,8 @@ RERANKERS: dict[str, str] = {
     "bge-m3-colbert": "BGE-M3 multi-vector (ColBERT MaxSim) score (default RAG_BGE_M3_MODEL; "
     "shares the bge-m3 profile's loaded model)",
     "maxsim": "late interaction (MaxSim) over the dense model's own token vectors, mixed with "
-    "the retrieval score (default RAG_DENSE_MODEL; shares the loaded dense model)",
+    "the retrieval score (shares the loaded sentence-transformers or multilingual-e5 dense "
+    "model; without one, RAG_DENSE_MODEL)",
     "auto": "the default: maxsim when the profile's dense model is a "
     "sentence-transformers model (the default profile's all-MiniLM-L6-v2), else none",
 }
@@ -52,14 +53,15 @@ def build_reranker(settings: Settings, embedder: Embedder | None = None) -> Rera
 
     ``auto`` is ``maxsim`` when ``embedder``'s dense encoder is a plain sentence-transformers
     model (it lends the model), else ``none``: the multilingual, bge-m3 and API profiles,
-    and no ``embedder``, get no reranker.
+    and no ``embedder``, get no reranker. ``maxsim`` itself also borrows multilingual-e5's
+    token vectors (docs/EVALUATION.md, "Milvus FAQ dev split").
 
     ``settings.reranker_model`` overrides the reranker's default model. With
     ``bge-m3-colbert``, a ``bge-m3`` profile ``embedder`` of the same model lends its loaded
-    model instead of a second load; with ``maxsim``, a sentence-transformers dense encoder of
-    the same model (``RAG_DENSE_MODEL`` by default) does, and the reranker then runs on the
-    torch threads the process has set (``RAG_QUERY_THREADS`` in a process that searches). A
-    reranker that loads its own model sets ``RAG_NUM_THREADS``.
+    model instead of a second load; with ``maxsim``, the embedder's dense encoder does unless
+    ``reranker_model`` names another model, and the reranker then runs on the torch threads
+    the process has set (``RAG_QUERY_THREADS`` in a process that searches); without one it
+    loads ``RAG_DENSE_MODEL``. A reranker that loads its own model sets ``RAG_NUM_THREADS``.
 
     Raises:
         UnknownRerankerError: the name is not one of ``RERANKERS``.
@@ -126,18 +128,33 @@ def _sentence_transformer(embedder: Embedder | None):
     return dense if type(dense) is SentenceTransformerDense else None
 
 
+def _token_encoder(embedder: Embedder | None):
+    """``embedder``'s dense encoder as a MaxSim token encoder (a plain sentence-transformers
+    model, or ``MultilingualE5Dense``), else ``None``."""
+    from rag.embedders.multilingual_e5 import MultilingualE5Dense
+    from rag.rerankers.maxsim import SentenceTransformerTokens
+
+    dense = _sentence_transformer(embedder)
+    if dense is not None:
+        return SentenceTransformerTokens(dense.model, dense.name, dense.autocast)
+    dense = getattr(embedder, "dense", None)
+    return dense if isinstance(dense, MultilingualE5Dense) else None
+
+
 def _maxsim(settings: Settings, embedder: Embedder | None) -> Reranker:
     from rag.rerankers.maxsim import MaxSimReranker
 
-    model = settings.reranker_model or settings.dense_model
-    dense = _sentence_transformer(embedder)
-    if dense is not None and dense.name == model:  # on the threads the process has set
-        return MaxSimReranker(dense.model, autocast=dense.autocast)
+    encoder = _token_encoder(embedder)
+    if encoder is not None and settings.reranker_model in (None, encoder.name):
+        return MaxSimReranker(encoder)  # on the threads the process has set
     from rag.embedders import configure_threads
 
     configure_threads(settings.num_threads)
     return MaxSimReranker.from_pretrained(
-        model, device=settings.device, max_length=settings.max_length, precision=settings.precision
+        settings.reranker_model or settings.dense_model,
+        device=settings.device,
+        max_length=settings.max_length,
+        precision=settings.precision,
     )
 
 

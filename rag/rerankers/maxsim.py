@@ -26,7 +26,6 @@ class TokenEncoder(Protocol):
     ``rag.embedders.multilingual_e5.MultilingualE5Dense``)."""
 
     name: str
-    model: object
 
     def token_vectors(
         self, texts: Sequence[str], *, query: bool
@@ -86,8 +85,9 @@ class MaxSimReranker(ScoringReranker):
 
     Passages go through the model longest first, in batches of ``batch_size`` (a batch pads
     to its longest text; sentence-transformers' ``encode`` orders texts the same way): on a
-    query's 30 hits, batches of 8 passages per torch thread take 15–25% less time than one
-    padded batch of 30 (docs/BENCHMARKS.md, "Reranking").
+    query's 30 hits, batches of 8 passages per torch thread take about a quarter less time
+    than one padded batch of 30 on one thread, and a few percent less on two
+    (docs/BENCHMARKS.md, "Reranking").
 
     Args:
         encoder: the dense model's token vectors (all-MiniLM-L6-v2 through

@@ -179,3 +179,54 @@ def test_hnsw_on_the_cpp_engine_is_refused_before_anything_is_written(tmp_path, 
         assert client.list_collections() == []
     finally:
         disconnect(client, str(db))
+
+
+def home_where_the_engine_cannot_make_its_mmap_folder(tmp_path: Path, monkeypatch) -> Path:
+    """A HOME whose ``.cache`` is a file, so the 2.5 engine (a child process, which reads HOME
+    when it starts) fails to set up ``.cache/milvus`` as when two engines race for it."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".cache").write_text("")
+    monkeypatch.setenv("HOME", str(home))
+    return home
+
+
+def test_an_engine_that_failed_to_set_up_its_mmap_folder_is_tried_again(tmp_path, monkeypatch):
+    home = home_where_the_engine_cannot_make_its_mmap_folder(tmp_path, monkeypatch)
+    db = tmp_path / "race.db"
+    client = connect(str(db))
+    attempts = []
+
+    def create() -> bool:
+        attempts.append(len(attempts) + 1)
+        client.create_collection("docs", dimension=4)
+        return client.has_collection("docs")
+
+    try:
+        created = lite.retry_engine_init(create, str(db), pause=(home / ".cache").unlink)
+        assert created and attempts == [1, 2]
+        client.insert("docs", [{"id": 1, "vector": [0.5, 0.5, 0.5, 0.5]}])
+        hits = client.search("docs", [[0.5, 0.5, 0.5, 0.5]], limit=1)
+        assert [hit["id"] for hit in hits[0]] == [1]
+    finally:
+        disconnect(client, str(db))
+
+
+def test_an_engine_that_never_sets_up_its_mmap_folder_is_a_clear_error(
+    tmp_path, monkeypatch, embedder
+):
+    from rag.store import CollectionProfile
+
+    home = home_where_the_engine_cannot_make_its_mmap_folder(tmp_path, monkeypatch)
+    db = tmp_path / "broken.db"
+    with pytest.raises(StoreError) as raised:
+        MilvusStore.open(str(db), "docs", CollectionProfile.of(embedder))
+    message = str(raised.value)
+    assert str(db) in message and str(home / ".cache" / "milvus") in message
+    assert f"{lite.ENGINE_INIT_ATTEMPTS} attempts" in message
+    (home / ".cache").unlink()
+    store = MilvusStore.open(str(db), "docs", CollectionProfile.of(embedder))  # lock released
+    try:
+        assert store.count_chunks() == 0
+    finally:
+        store.close()

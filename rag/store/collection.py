@@ -127,39 +127,50 @@ class MilvusStore:
 
         Raises:
             StoreLockedError, StoreError: see :func:`connect`; or the collection is missing
-                and ``create`` is false.
+                and ``create`` is false; or Milvus Lite 2.5 could not set up its mmap folder
+                (``rag.store.lite.retry_engine_init``).
             ProfileMismatchError: the collection was built by another profile or schema, or
                 by an older version of this tool (it has no ``<collection>__meta``).
         """
         store = cls(connect(uri, token), collection, dense_index, uri, analyzer)
         try:
-            if not store.client.has_collection(collection):
-                if not create or profile is None:
-                    raise StoreError(
-                        f"no collection {collection!r} at {uri}: ingest documents first "
-                        "(python -m ingest PATH)"
-                    )
-                store._create(profile)
-            if not store.client.has_collection(store.meta_collection):
-                raise ProfileMismatchError(
-                    f"collection {collection!r} at {uri} was made by an older version of this "
-                    f"tool, or not by this tool (it has no {store.meta_collection} table): "
-                    "re-ingest (python -m ingest PATH --reset, or another --collection)"
-                )
-            store.client.load_collection(store.meta_collection)
-            if not store.client.has_collection(store.files_collection):
-                # new, or a run was killed between the creations
-                manifest.create_manifest(store.client, collection)
-            store.profile = recorded_profile(store.read_record(PROFILE_KEY), collection, uri)
-            fields = store.client.describe_collection(collection)["fields"]
-            store.languages = any(field["name"] == LANGUAGE_FIELD for field in fields)
-            if profile is not None:
-                store.check_profile(profile)
-            store._load_and_warm_up()
+            if store.lite:
+                lite.retry_engine_init(lambda: store._open_tables(profile, create), uri)
+            else:
+                store._open_tables(profile, create)
+        except lite.LiteError as error:
+            store.close()
+            raise StoreError(str(error)) from None
         except StoreError:
             store.close()
             raise
         return store
+
+    def _open_tables(self, profile: CollectionProfile | None, create: bool) -> None:
+        """Create what is missing, check the profile, load and warm up (safe to repeat)."""
+        if not self.client.has_collection(self.collection):
+            if not create or profile is None:
+                raise StoreError(
+                    f"no collection {self.collection!r} at {self.uri}: ingest documents first "
+                    "(python -m ingest PATH)"
+                )
+            self._create(profile)
+        if not self.client.has_collection(self.meta_collection):
+            raise ProfileMismatchError(
+                f"collection {self.collection!r} at {self.uri} was made by an older version of "
+                f"this tool, or not by this tool (it has no {self.meta_collection} table): "
+                "re-ingest (python -m ingest PATH --reset, or another --collection)"
+            )
+        self.client.load_collection(self.meta_collection)
+        if not self.client.has_collection(self.files_collection):
+            # new, or a run was killed between the creations
+            manifest.create_manifest(self.client, self.collection)
+        self.profile = recorded_profile(self.read_record(PROFILE_KEY), self.collection, self.uri)
+        fields = self.client.describe_collection(self.collection)["fields"]
+        self.languages = any(field["name"] == LANGUAGE_FIELD for field in fields)
+        if profile is not None:
+            self.check_profile(profile)
+        self._load_and_warm_up()
 
     def close(self) -> None:
         """Release the connection (and the Lite db's lock, with its last client)."""

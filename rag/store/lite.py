@@ -28,6 +28,9 @@ from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import TypeVar
+
+from pymilvus import MilvusException
 
 # milvus-lite 2.5 imports pkg_resources (hence setuptools<81), which warns on every import.
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
@@ -35,6 +38,15 @@ warnings.filterwarnings("ignore", message="pkg_resources is deprecated", categor
 # milvus_lite.server.Server's own checks on a 2.5 db file name.
 _CPP_DB_NAME = re.compile(r"^[a-zA-Z0-9.\-_]+$")
 _CPP_DB_NAME_CHARS = 36
+
+# milvus-lite 2.5's engine deletes and re-creates its mmap folder, $HOME/.cache/milvus, when it
+# first makes or loads a collection. Two engines doing so at the same moment (two processes
+# opening their dbs together) can make one fail with this message (milvus-lite issue #305);
+# that engine sets the folder up again on its next collection, so the store tries again.
+ENGINE_INIT_FAILURE = "Mmap manager has not been init"
+ENGINE_INIT_ATTEMPTS = 3
+
+T = TypeVar("T")
 
 # Our open clients per db path: the lock must not be probed where this process holds it
 # (closing any descriptor of a file drops the process's POSIX locks on it).
@@ -149,6 +161,36 @@ def engine() -> Engine:
 def lite_path(uri: str) -> Path | None:
     """The absolute db path of a Milvus Lite URI, ``None`` for a server URL."""
     return None if "://" in uri else Path(os.path.abspath(os.path.expanduser(uri)))
+
+
+def retry_engine_init(
+    call: Callable[[], T], uri: str, pause: Callable[[], None] = lambda: time.sleep(0.2)
+) -> T:
+    """``call()``, run again (up to ``ENGINE_INIT_ATTEMPTS`` times in all, ``pause()`` between)
+    while the 2.5 engine fails to set up its mmap folder (``ENGINE_INIT_FAILURE``).
+
+    ``call`` must be safe to repeat: the failed attempt creates or loads nothing.
+
+    Raises:
+        LiteError: every attempt failed that way; the message names ``uri`` and the folder.
+        Any other exception of ``call`` as it is.
+    """
+    attempt = 1
+    while True:
+        try:
+            return call()
+        except MilvusException as error:
+            if ENGINE_INIT_FAILURE not in str(error):
+                raise
+            if attempt == ENGINE_INIT_ATTEMPTS:
+                folder = Path(os.environ.get("HOME", "~"), ".cache", "milvus")
+                raise LiteError(
+                    f"{engine().name} could not set up its mmap folder {folder} for {uri} "
+                    f"({ENGINE_INIT_ATTEMPTS} attempts): check that the folder can be "
+                    "created, then open the db again"
+                ) from None
+        attempt += 1
+        pause()
 
 
 def release(db: Path) -> None:

@@ -86,6 +86,14 @@ def test_query_and_startup_run_against_an_ingested_collection(ingested):
     assert (twin["rows"], twin["recall@10"]) == (report.chunks_written, 1.0)
     startup = _bench("startup", "--db", uri, "--collection", collection, "--repeat", "1")
     assert len(startup["seconds"]) == 1 and startup["seconds"][0] > 0
+    unbatched = subprocess.run(
+        [sys.executable, "-m", "rag.bench", "query", "--db", uri, "--collection", collection,
+         "-n", "1", "--rerank", "none", "--rerank-batch", "4"],
+        cwd=REPO, env=os.environ | {"HF_HUB_OFFLINE": "1"}, capture_output=True, text=True,
+        timeout=900, check=False,
+    )  # fmt: skip
+    assert unbatched.returncode == 2 and "Traceback" not in unbatched.stderr
+    assert "--rerank-batch: the reranker 'none' takes no batch size" in unbatched.stderr
 
 
 @pytest.mark.slow

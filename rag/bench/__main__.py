@@ -183,7 +183,8 @@ def query(
     ] = False,
     rerank: Annotated[str | None, typer.Option(help="Also time a reranker.")] = None,
     rerank_batch: Annotated[
-        int | None, typer.Option(min=1, help="Passages per reranker forward pass.")
+        int | None,
+        typer.Option(min=1, help="Passages per reranker forward pass (a local reranker's)."),
     ] = None,
     threads: Annotated[
         int | None, typer.Option(min=1, help="Query-encoding threads (RAG_QUERY_THREADS).")
@@ -210,7 +211,9 @@ def query(
         reranker = build_reranker(settings, retriever.embedder)
     except (StoreError, ValueError, RerankError, OSError, APIError) as error:
         fail(error)
-    if rerank_batch and hasattr(reranker, "batch_size"):
+    if rerank_batch:
+        if not hasattr(reranker, "batch_size"):
+            fail(f"--rerank-batch: the reranker {settings.reranker!r} takes no batch size")
         reranker.batch_size = rerank_batch
     open_seconds = time.perf_counter() - opened
     chunks = retriever.store.count_chunks()

@@ -215,8 +215,8 @@ class Settings(BaseSettings):
     # Reranking (see rag.rerankers)
     reranker: str = Field(
         "auto",
-        description="auto (maxsim with a sentence-transformers dense model, else none), none, "
-        "cross-encoder, bge-reranker, jina, bge-m3-colbert or maxsim.",
+        description="auto (maxsim with a sentence-transformers or multilingual-e5 dense model, "
+        "else none), none, cross-encoder, bge-reranker, jina, bge-m3-colbert or maxsim.",
     )
     reranker_model: str | None = Field(
         None,

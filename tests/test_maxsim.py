@@ -106,7 +106,7 @@ def test_rerank_weight_is_the_setting_else_the_rerankers_own(maxsim):
         make_settings(rerank_weight=1.5)
 
 
-def test_auto_is_maxsim_on_a_sentence_transformers_dense_model_and_none_otherwise(embedder):
+def test_auto_is_maxsim_on_a_sentence_transformers_dense_model(embedder):
     assert make_settings().reranker == "auto"
     auto = build_reranker(make_settings(), embedder)
     assert isinstance(auto, MaxSimReranker)
@@ -121,13 +121,12 @@ def multilingual():
 
 
 def test_multilingual_e5_lends_its_token_vectors(multilingual):
-    """With the multilingual profile, auto stays none and maxsim reads multilingual-e5-small's
-    own last hidden states: the text's tokens count, not <s>, </s>, padding or the query: /
-    passage: prefix."""
-    assert build_reranker(make_settings(profile="multilingual"), multilingual) is None  # auto
-    settings = make_settings(profile="multilingual", reranker="maxsim")
-    reranker = build_reranker(settings, multilingual)
+    """With the multilingual profile, auto is maxsim on multilingual-e5-small's own last hidden
+    states: the text's tokens count, not <s>, </s>, padding or the query: / passage: prefix."""
+    reranker = build_reranker(make_settings(profile="multilingual"), multilingual)  # auto
     assert isinstance(reranker, MaxSimReranker) and reranker.encoder is multilingual.dense
+    other = build_reranker(make_settings(profile="multilingual", reranker="maxsim"), multilingual)
+    assert other.encoder is multilingual.dense
     e5 = multilingual.dense
     texts = ["北京是中华人民共和国的首都。", "Sparse vectors weigh words."]
     vectors, keep = e5.token_vectors(texts, query=False)

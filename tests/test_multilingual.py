@@ -144,7 +144,8 @@ def test_multilingual_profile_evaluates_chinese_end_to_end(tmp_path):
     env = os.environ | {"HF_HUB_OFFLINE": "1", "RAG_NUM_THREADS": "2"}
     result = subprocess.run(
         [sys.executable, "-m", "rag.eval", str(dataset), "--split", "test", "--json",
-         "--profile", "multilingual", "--limit-queries", "20", "--db", str(tmp_path / "e.db")],
+         "--profile", "multilingual", "--limit-queries", "20", "--db", str(tmp_path / "e.db"),
+         "--mode", "dense", "--mode", "sparse", "--mode", "hybrid-rrf", "--mode", "hybrid-convex"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=900, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -158,6 +159,9 @@ def test_multilingual_profile_evaluates_chinese_end_to_end(tmp_path):
         rows["hybrid-rrf"]["ndcg@10"]
         >= max(rows["dense"]["ndcg@10"], rows["sparse"]["ndcg@10"]) - 0.05
     )
+    # The default reranker (auto) is MaxSim over multilingual-e5-small's token vectors.
+    reranked = rows["hybrid-convex+rerank"]
+    assert reranked["reranker"] == "maxsim" and reranked["ndcg@10"] >= 0.6
 
 
 @pytest.mark.slow

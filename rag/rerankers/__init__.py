@@ -25,8 +25,8 @@ RERANKERS: dict[str, str] = {
     "maxsim": "late interaction (MaxSim) over the dense model's own token vectors, mixed with "
     "the retrieval score (shares the loaded sentence-transformers or multilingual-e5 dense "
     "model; without one, RAG_DENSE_MODEL)",
-    "auto": "the default: maxsim when the profile's dense model is a "
-    "sentence-transformers model (the default profile's all-MiniLM-L6-v2), else none",
+    "auto": "the default: maxsim when the profile's dense model lends its token vectors "
+    "(a sentence-transformers model, e.g. all-MiniLM-L6-v2, or multilingual-e5), else none",
 }
 
 # The share of the reranker's score in the final order (``rag.search.mix_scores``) when
@@ -51,10 +51,10 @@ def rerank_weight_of(reranker: Reranker | None, weight: float | None = None) -> 
 def build_reranker(settings: Settings, embedder: Embedder | None = None) -> Reranker | None:
     """The reranker of ``settings.reranker`` with its model loaded, or ``None`` for ``none``.
 
-    ``auto`` is ``maxsim`` when ``embedder``'s dense encoder is a plain sentence-transformers
-    model (it lends the model), else ``none``: the multilingual, bge-m3 and API profiles,
-    and no ``embedder``, get no reranker. ``maxsim`` itself also borrows multilingual-e5's
-    token vectors (docs/EVALUATION.md, "Milvus FAQ dev split").
+    ``auto`` is ``maxsim`` when ``embedder``'s dense encoder lends its token vectors (a
+    plain sentence-transformers model, as in the default profile, or multilingual-e5, as in
+    the multilingual profile), else ``none``: the bge-m3 and API profiles, and no
+    ``embedder``, get no reranker (docs/EVALUATION.md, "MaxSim reranking").
 
     ``settings.reranker_model`` overrides the reranker's default model. With
     ``bge-m3-colbert``, a ``bge-m3`` profile ``embedder`` of the same model lends its loaded
@@ -70,7 +70,7 @@ def build_reranker(settings: Settings, embedder: Embedder | None = None) -> Rera
     """
     name = settings.reranker
     if name == "auto":
-        name = "maxsim" if _sentence_transformer(embedder) is not None else "none"
+        name = "maxsim" if _token_encoder(embedder) is not None else "none"
     if name == "none":
         return None
     if name not in RERANKERS:

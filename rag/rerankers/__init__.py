@@ -9,9 +9,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rag.embedders.base import Embedder
 from rag.rerankers.base import Reranker, RerankError, apply_scores, passage_text
 from rag.settings import Settings
+
+if TYPE_CHECKING:
+    from rag.rerankers.maxsim import TokenEncoder
 
 RERANKERS: dict[str, str] = {
     "none": "no reranking: hits stay in retrieved (fused) order",
@@ -69,8 +74,9 @@ def build_reranker(settings: Settings, embedder: Embedder | None = None) -> Rera
         OSError: a model cannot be found locally and the hub cannot be reached.
     """
     name = settings.reranker
+    encoder = _token_encoder(embedder) if name in ("auto", "maxsim") else None
     if name == "auto":
-        name = "maxsim" if _token_encoder(embedder) is not None else "none"
+        name = "maxsim" if encoder is not None else "none"
     if name == "none":
         return None
     if name not in RERANKERS:
@@ -95,7 +101,7 @@ def build_reranker(settings: Settings, embedder: Embedder | None = None) -> Rera
         "max_length": settings.max_length,
     }
     if name == "maxsim":
-        return _maxsim(settings, embedder)
+        return _maxsim(settings, encoder)
     configure_threads(settings.num_threads)
     if name == "cross-encoder":
         from rag.rerankers.cross_encoder import DEFAULT_MODEL, CrossEncoderReranker
@@ -118,33 +124,26 @@ def build_reranker(settings: Settings, embedder: Embedder | None = None) -> Rera
     return BGEM3ColbertReranker.from_pretrained(model, **local)
 
 
-def _sentence_transformer(embedder: Embedder | None):
-    """``embedder``'s dense encoder when it is a plain ``SentenceTransformerDense`` (behind the
-    int8 query encoder, its torch model for documents), else ``None``."""
-    from rag.embedders.sentence_transformer import SentenceTransformerDense
-
-    dense = getattr(embedder, "dense", None)
-    dense = getattr(dense, "documents", dense)
-    return dense if type(dense) is SentenceTransformerDense else None
-
-
-def _token_encoder(embedder: Embedder | None):
-    """``embedder``'s dense encoder as a MaxSim token encoder (a plain sentence-transformers
-    model, or ``MultilingualE5Dense``), else ``None``."""
+def _token_encoder(embedder: Embedder | None) -> TokenEncoder | None:
+    """``embedder``'s dense encoder as a MaxSim token encoder: ``MultilingualE5Dense``, or a
+    plain ``SentenceTransformerDense`` (behind the int8 query encoder, its torch model for
+    documents); else ``None``."""
     from rag.embedders.multilingual_e5 import MultilingualE5Dense
+    from rag.embedders.sentence_transformer import SentenceTransformerDense
     from rag.rerankers.maxsim import SentenceTransformerTokens
 
-    dense = _sentence_transformer(embedder)
-    if dense is not None:
-        return SentenceTransformerTokens(dense.model, dense.name, dense.autocast)
     dense = getattr(embedder, "dense", None)
-    return dense if isinstance(dense, MultilingualE5Dense) else None
+    if isinstance(dense, MultilingualE5Dense):
+        return dense
+    dense = getattr(dense, "documents", dense)
+    if type(dense) is SentenceTransformerDense:
+        return SentenceTransformerTokens(dense.model, dense.name, dense.autocast)
+    return None
 
 
-def _maxsim(settings: Settings, embedder: Embedder | None) -> Reranker:
+def _maxsim(settings: Settings, encoder: TokenEncoder | None) -> Reranker:
     from rag.rerankers.maxsim import MaxSimReranker
 
-    encoder = _token_encoder(embedder)
     if encoder is not None and settings.reranker_model in (None, encoder.name):
         return MaxSimReranker(encoder)  # on the threads the process has set
     from rag.embedders import configure_threads

@@ -284,3 +284,47 @@ def tiny_mgte_dir(tmp_path_factory) -> Path:
     from mgte_fixture import build_tiny_mgte
 
     return build_tiny_mgte(tmp_path_factory.mktemp("tiny-mgte"))
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Keep a module's forward passes on one core (the machine is shared); the module asks
+    for it with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def cross_encoder_dir(tmp_path_factory) -> Path:
+    """A tiny random-weight CrossEncoder checkpoint (a fixture: its scores mean nothing)."""
+    from cross_encoder_fixture import build_tiny_cross_encoder
+
+    return build_tiny_cross_encoder(tmp_path_factory.mktemp("tiny-cross-encoder"))
+
+
+@pytest.fixture(scope="session")
+def cross_encoder(cross_encoder_dir: Path):
+    """The fixture CrossEncoder built from settings, as the CLI builds it."""
+    from reranker_support import make_settings
+
+    from rag.rerankers import build_reranker
+    from rag.rerankers.cross_encoder import CrossEncoderReranker
+
+    reranker = build_reranker(
+        make_settings(reranker="cross-encoder", reranker_model=str(cross_encoder_dir), batch_size=4)
+    )
+    assert isinstance(reranker, CrossEncoderReranker)
+    assert reranker.model_name == str(cross_encoder_dir)
+    return reranker
+
+
+@pytest.fixture(scope="session")
+def reference_cross_encoder(cross_encoder_dir: Path):
+    """A second, independent ``CrossEncoder`` load of the fixture directory."""
+    from sentence_transformers import CrossEncoder
+
+    return CrossEncoder(str(cross_encoder_dir), device="cpu")

@@ -20,7 +20,7 @@ from embedder_support import clean_settings, default_bm25, ingest, top_pages
 from rag.embedders import build_embedder
 from rag.embedders.bm25 import BM25Sparse
 from rag.embedders.hybrid import DenseSparseEmbedder
-from rag.embedders.packaged import resolve_model
+from rag.embedders.packaged import model_languages, resolve_model
 from rag.embedders.registry import (
     FUNCTIONS,
     UnknownProfileError,
@@ -388,3 +388,22 @@ def test_eval_compares_profiles(tmp_path):
     by = {(r["profile"], r["mode"]): r["ndcg@10"] for r in scored}
     assert by[("default+bm25", "sparse")] >= 0.7  # XQuAD-R questions reuse their paragraph's words
     assert "BM25 refitted (first fit)" in " ".join(result.stderr.split())
+
+
+def test_model_languages_come_from_the_model_card(tmp_path):
+    assert model_languages(MINILM) == ("en",)  # the packaged card: `language: en`
+    listed = tmp_path / "listed"
+    listed.mkdir()
+    (listed / "README.md").write_text("---\nlanguage:\n- de\n- fr\n---\n# A model\n")
+    assert model_languages(str(listed)) == ("de", "fr")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "README.md").write_text("---\nlanguage: [de\n---\n")
+    assert model_languages(str(broken)) == ()
+    silent = tmp_path / "silent"
+    silent.mkdir()
+    (silent / "README.md").write_text("---\nlicense: mit\n---\n")
+    assert model_languages(str(silent)) == ()  # a card that declares no language
+    assert model_languages(str(tmp_path)) == ()  # no card
+    assert model_languages("splade-tiny") == ()  # packaged without a card
+    assert model_languages("nobody/not-cached-model") == ()  # never downloaded

@@ -107,6 +107,9 @@ class Embedder(Protocol):
     vocab_size: int
     max_tokens: int
     tokenizer: TokenCounter
+    # The languages the dense model's card declares (``rag.embedders.packaged.model_languages``);
+    # () when unknown. A search tells the user when a question is in none of them.
+    languages: tuple[str, ...]
 
     def encode_documents(self, texts: Sequence[str]) -> Embeddings: ...
 

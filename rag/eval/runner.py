@@ -128,7 +128,7 @@ class PrecomputedQueries:
 
     def __init__(self, embedder: Embedder) -> None:
         self.embedder = embedder
-        for name in ("profile", "dense_name", "sparse_name", "dim", "vocab_size"):
+        for name in ("profile", "dense_name", "sparse_name", "dim", "vocab_size", "languages"):
             setattr(self, name, getattr(embedder, name))
         self.max_tokens = embedder.max_tokens
         self.tokenizer = embedder.tokenizer

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from rag.fusion import min_max
 from rag.http import APIError
-from rag.language import Language, choose_lexical, detect
+from rag.language import Language, choose_lexical, detect, unread_language_note
 from rag.rerankers import Reranker, RerankError, build_reranker, rerank_weight_of
 from rag.retriever import Retriever
 from rag.settings import SearchMode, Settings
@@ -166,7 +166,8 @@ class Searcher:
         query (after its retries) gives Milvus full-text BM25 matches, which embed nothing;
         a reranker that fails (``RerankError``) leaves the retrieved order. In ``hybrid``
         mode, a query in a language the collection (almost) lacks is searched in ``dense``
-        mode, with a note (``rag.language.choose_lexical``).
+        mode, with a note (``rag.language.choose_lexical``); a query in a language the dense
+        model was not made for gets a note too (``rag.language.unread_language_note``).
 
         Raises:
             ValueError: empty query or invalid fusion parameters.
@@ -178,6 +179,10 @@ class Searcher:
         notes = []
         started = time.perf_counter()
         language = detect(query)
+        embedder = self.retriever.embedder
+        unread = unread_language_note(query, language, embedder.dense_name, embedder.languages)
+        if unread and mode in (SearchMode.HYBRID, SearchMode.DENSE):
+            notes.append(unread)
         if mode is SearchMode.HYBRID:
             choice = choose_lexical(language, self.retriever.store)
             if not choice.lexical:

@@ -18,7 +18,15 @@ from pymilvus.milvus_client.index import IndexParams
 
 from ingest.pipeline import Ingestor
 from rag.chunking import Chunker
-from rag.language import ABSENT_SHARE, MIN_CONFIDENCE, MIN_SHARE, Language, choose_lexical, detect
+from rag.language import (
+    ABSENT_SHARE,
+    MIN_CONFIDENCE,
+    MIN_SHARE,
+    Language,
+    choose_lexical,
+    detect,
+    unread_language_note,
+)
 from rag.retriever import Retriever
 from rag.search import Searcher
 from rag.settings import SearchMode
@@ -30,6 +38,16 @@ REPO = Path(__file__).resolve().parents[1]
 XQUAD = SHARED_DATA / "multilingual" / "xquad_r"
 PARAGRAPHS = 6  # the first paragraphs of XQuAD-R, in English and in German (parallel)
 QUESTION = "56beb4343aeaaa14008c925b"  # how many points the Panthers' defense gave up
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def unread(lang: str, name: str) -> str:
+    """The note of a question in ``lang`` to the packaged all-MiniLM-L6-v2 (card: English)."""
+    return (
+        f"the question is {name} ({lang}), and the dense model {MINILM} is made for en only: "
+        "questions in other languages find more with the multilingual profile "
+        "(RAG_PROFILE=multilingual, ingested into a collection of its own)"
+    )
 
 
 def xquad_documents(lang: str, count: int = PARAGRAPHS) -> list[Document]:
@@ -106,7 +124,7 @@ def test_each_chunk_stores_its_language(searcher):
 def test_a_question_in_a_language_of_the_collection_keeps_the_lexical_list(searcher, lang):
     result = searcher.search(xquad_question(lang), top_k=5)
     assert (result.language.code, result.mode, result.lexical) == (lang, SearchMode.HYBRID, True)
-    assert result.notes == []
+    assert result.notes == ([] if lang == "en" else [unread("de", "German")])
     assert any(hit.sparse_rank is not None for hit in result.hits)
     assert result.hits[0].source == f"{lang}-a00p00"  # its own paragraph first
 
@@ -115,7 +133,8 @@ def test_a_question_in_a_minority_language_of_the_collection_is_searched_densely
     question = xquad_question("zh")
     result = searcher.search(question, top_k=5)
     assert (result.language.code, result.mode, result.lexical) == ("zh", SearchMode.DENSE, False)
-    (note,) = result.notes
+    model_note, note = result.notes
+    assert model_note == unread("zh", "Chinese")
     assert re.fullmatch(
         r"lexical list left out: the question is Chinese \(zh\), a minority language of the "
         r"collection \(\d+% of its chunks\), so only the dense list ranks the hits",
@@ -131,7 +150,7 @@ def test_a_question_in_a_language_the_collection_lacks_keeps_the_lexical_list(se
     names and numbers of the question), so it is fused."""
     result = searcher.search(xquad_question("ru"), top_k=5)
     assert (result.language.code, result.mode, result.lexical) == ("ru", SearchMode.HYBRID, True)
-    assert result.notes == []
+    assert result.notes == [unread("ru", "Russian")]
     choice = choose_lexical(result.language, searcher.retriever.store)
     assert (choice.share, choice.lexical) == (0.0, True)
 
@@ -142,6 +161,30 @@ def test_a_low_confidence_language_or_an_asked_mode_keeps_what_was_asked(searche
     assert (unsure.lexical, unsure.share, unsure.note) == (True, None, None)
     sparse = searcher.search(xquad_question("zh"), top_k=5, mode=SearchMode.SPARSE)
     assert (sparse.mode, sparse.lexical, sparse.notes) == (SearchMode.SPARSE, True, [])
+
+
+def test_a_question_in_a_language_the_dense_model_was_not_made_for_gets_a_note():
+    """The rule on its own: the language known, from enough words, and not on the card."""
+    german = "Wie erstelle ich einen Index?"
+    note = unread_language_note(german, detect(german), MINILM, ("en",))
+    assert note == unread("de", "German")
+    chinese = "Milvus 的数据存储在哪里？"  # no spaces: its Han characters count as words
+    assert unread_language_note(chinese, detect(chinese), MINILM, ("en",)) == unread(
+        "zh", "Chinese"
+    )
+    english = "How do I create a sparse vector index?"
+    assert unread_language_note(english, detect(english), MINILM, ("en",)) is None
+    assert unread_language_note(german, detect(german), "m", ()) is None  # card unknown
+    assert unread_language_note(german, detect(german), "m", ("en", "de")) is None
+    assert unread_language_note(german, Language("de", MIN_CONFIDENCE / 2), "m", ("en",)) is None
+    keywords = "json path index"  # detected as Czech with confidence, but three words
+    assert detect(keywords).code not in ("", "en")
+    assert detect(keywords).confidence >= MIN_CONFIDENCE
+    assert unread_language_note(keywords, detect(keywords), MINILM, ("en",)) is None
+
+
+def test_the_packaged_embedder_reads_its_languages_from_the_model_card(embedder):
+    assert embedder.languages == ("en",)
 
 
 def test_a_collection_of_schema_v2_opens_and_searches_with_its_lexical_list(
@@ -172,7 +215,7 @@ def test_a_collection_of_schema_v2_opens_and_searches_with_its_lexical_list(
         assert store.profile.schema_version == 2 and not store.languages
         result = Searcher(Retriever(store, embedder)).search(xquad_question("zh"), top_k=5)
         assert (result.language.code, result.mode, result.lexical) == ("zh", "hybrid", True)
-        assert result.notes == [] and len(result.hits) == 5
+        assert result.notes == [unread("zh", "Chinese")] and len(result.hits) == 5
         assert {chunk.language for chunk in store.all_chunks()} == {""}
     finally:
         store.close()
@@ -190,3 +233,4 @@ def test_the_cli_shows_the_question_language_and_when_the_lexical_list_is_left_o
     assert re.match(r"question language: Chinese \(zh, [01]\.\d\d\)$", first)
     warning = " ".join(result.stderr.split())
     assert "warning lexical list left out: the question is Chinese (zh), a minority" in warning
+    assert "warning " + unread("zh", "Chinese") in warning

@@ -14,6 +14,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 MILVUS_DOCS_EN = SHARED_DATA / "milvus_docs" / "web-content_v2.6.x_en" / "site" / "en"
 FLOATING_VECTOR_PAGES = MILVUS_DOCS_EN / "userGuide" / "indexes" / "floating-vector"
+# The fields of a hit in `rag search --json` (rag.types.Hit without chunk_index).
+HIT_JSON_FIELDS = frozenset(
+    {"rank", "score", "chunk_id", "source", "title", "heading", "page", "text", "dense_rank",
+     "dense_score", "sparse_rank", "sparse_score", "section_rank", "rerank_score", "fused_rank"}
+)  # fmt: skip
 
 
 def milvus_docs_subset() -> list[Path]:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import HIT_JSON_FIELDS
 from jina_stub import Reply, jina_reranker
 from reranker_support import QUERY, REPO, assert_reranked, expected_order
 
@@ -159,47 +160,13 @@ def test_cli_rerank_json(ingested, cross_encoder_dir, reference_cross_encoder):
     )
     assert result.returncode == 0, result.stderr
     hits = json.loads(result.stdout)
-    assert set(hits[0]) == {
-        "rank",
-        "score",
-        "chunk_id",
-        "source",
-        "title",
-        "heading",
-        "page",
-        "text",
-        "dense_rank",
-        "dense_score",
-        "sparse_rank",
-        "sparse_score",
-        "section_rank",
-        "rerank_score",
-        "fused_rank",
-    }
+    assert set(hits[0]) == HIT_JSON_FIELDS
     assert [h["rank"] for h in hits] == [1, 2, 3]
     scores = [h["rerank_score"] for h in hits]
     assert scores == sorted(scores, reverse=True)
     assert all(1 <= h["fused_rank"] <= 8 for h in hits)
     assert max(h["fused_rank"] for h in hits) > 3  # candidates beyond top_k were reranked
-    texts = [
-        passage_text(
-            Hit(
-                **{
-                    k: h[k]
-                    for k in (
-                        "rank",
-                        "score",
-                        "chunk_id",
-                        "source",
-                        "title",
-                        "heading",
-                        "page",
-                        "text",
-                    )
-                }
-            )
-        )
-        for h in hits
-    ]
+    stored = ("rank", "score", "chunk_id", "source", "title", "heading", "page", "text")
+    texts = [passage_text(Hit(**{key: h[key] for key in stored})) for h in hits]
     expected = reference_cross_encoder.predict([(QUERY, t) for t in texts])
     assert scores == pytest.approx(expected.tolist(), rel=1e-4, abs=1e-6)

@@ -46,7 +46,7 @@ NOTE_MIN_WORDS = 4
 _ALIASES = {"wuu": "zh", "yue": "zh"}
 # Han ideographs (CJK Unified Ideographs and Extension A) and Japanese kana.
 _HAN = (("\u4e00", "\u9fff"), ("\u3400", "\u4dbf"))
-_KANA = ("\u3040", "\u30ff")
+_KANA = (("\u3040", "\u30ff"),)
 _NAMES = {
     "ar": "Arabic", "de": "German", "el": "Greek", "en": "English", "es": "Spanish",
     "fr": "French", "hi": "Hindi", "id": "Indonesian", "it": "Italian", "ja": "Japanese",
@@ -86,6 +86,11 @@ def _detector():
     return LangDetector(LangDetectConfig(model="lite", max_input_length=None))
 
 
+def _within(char: str, ranges: tuple[tuple[str, str], ...]) -> bool:
+    """Whether ``char`` lies in one of the inclusive code point ``ranges``."""
+    return any(low <= char <= high for low, high in ranges)
+
+
 def detect(text: str) -> Language:
     """The language of ``text`` (line breaks read as spaces). Takes about 0.1 ms for a
     question and 0.5 ms for a paragraph, the model loading once per process (0.1 s).
@@ -103,8 +108,8 @@ def detect(text: str) -> Language:
     if not text.strip():
         return Language("", 0.0)
     letters = [char for char in text if char.isalpha()]
-    han = sum(any(low <= char <= high for low, high in _HAN) for char in letters)
-    if 2 * han > len(letters) and not any(_KANA[0] <= char <= _KANA[1] for char in letters):
+    han = sum(_within(char, _HAN) for char in letters)
+    if 2 * han > len(letters) and not any(_within(char, _KANA) for char in letters):
         return Language("zh", han / len(letters))
     best = _detector().detect(text, model="lite", k=1)[0]
     return Language(_ALIASES.get(best["lang"], best["lang"]), float(best["score"]))
@@ -181,7 +186,7 @@ def unread_language_note(
         return None
     if language.code in languages:
         return None
-    ideographs = sum(any(low <= char <= high for low, high in (*_HAN, _KANA)) for char in question)
+    ideographs = sum(_within(char, _HAN + _KANA) for char in question)
     if len(re.findall(r"\w+", question)) < NOTE_MIN_WORDS and ideographs < NOTE_MIN_WORDS:
         return None
     declared = ", ".join(languages)

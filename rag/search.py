@@ -179,10 +179,11 @@ class Searcher:
         notes = []
         started = time.perf_counter()
         language = detect(query)
-        embedder = self.retriever.embedder
-        unread = unread_language_note(query, language, embedder.dense_name, embedder.languages)
-        if unread and mode in (SearchMode.HYBRID, SearchMode.DENSE):
-            notes.append(unread)
+        if mode in (SearchMode.HYBRID, SearchMode.DENSE):  # the searches that read the dense model
+            embedder = self.retriever.embedder
+            unread = unread_language_note(query, language, embedder.dense_name, embedder.languages)
+            if unread:
+                notes.append(unread)
         if mode is SearchMode.HYBRID:
             choice = choose_lexical(language, self.retriever.store)
             if not choice.lexical:

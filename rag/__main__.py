@@ -48,7 +48,11 @@ CollectionOption = Annotated[str | None, typer.Option(help="Collection name.")]
 TopKOption = Annotated[int | None, typer.Option("--top-k", help="Hits to return.")]
 PerSourceOption = Annotated[
     int | None,
-    typer.Option("--per-source", min=0, help="Most chunks of one file among the hits (0: no cap)."),
+    typer.Option(
+        "--per-source",
+        min=0,
+        help="Most chunks of one file among the hits while other files match (0: no cap).",
+    ),
 ]
 ModeOption = Annotated[SearchMode | None, typer.Option(help="Fields to search.")]
 FusionOption = Annotated[Fusion | None, typer.Option(help="How hybrid lists are fused.")]

@@ -10,6 +10,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 from rag.fusion import min_max
 from rag.http import APIError
@@ -20,8 +21,8 @@ from rag.settings import SearchMode, Settings
 from rag.types import Hit
 
 # With a per-source cap, hits retrieved per hit wanted, and the factor by which the list
-# deepens while the cap leaves too few (a page of many matching chunks); Milvus's largest
-# topk is 16,384 (Milvus docs, "Limits").
+# deepens while the cap leaves too few (a page of many matching chunks) and each deeper list
+# brings new pages; Milvus's largest topk is 16,384 (Milvus docs, "Limits").
 CAP_DEPTH = 4
 MAX_DEPTH = 16_384
 # Words too common to be worth showing as matches, though a sparse vector may weigh them.
@@ -83,8 +84,9 @@ class Searcher:
         fallback: with ``False``, an embedding API or reranker failure raises instead of
             falling back to full-text matches or the retrieved order (for measurements,
             which a silent fallback would corrupt).
-        per_source: at most this many chunks of one source (file) among the hits
-            (``RAG_PER_SOURCE``; ``None`` or 0: no cap); see :func:`cap_per_source`.
+        per_source: at most this many chunks of one source (file) among the hits while
+            the retrieved list holds other sources (``RAG_PER_SOURCE``; ``None`` or 0: no
+            cap); see :func:`spread_per_source`.
         rerank_weight: the share of the reranker's score in the final order
             (:func:`mix_scores`; 1: the reranker's order alone; ``None``: the reranker's
             own, ``rag.rerankers.RERANK_WEIGHTS``).
@@ -158,10 +160,11 @@ class Searcher:
         ``weights``, ``source_prefix``, ``stage_ranks``), then lets the reranker order them
         (the first ``rerank_depth`` of them, by its score mixed with the retrieval score when
         ``rerank_weight`` is below 1, the rest following in retrieved order with ranks after
-        the reranked ones) and keeps the ``top_k`` best. With ``per_source``,
-        a deeper list is retrieved and capped per source before reranking (see
-        :meth:`_retrieve`), so the reranker and the final hits see at most ``per_source``
-        chunks of one file. With ``fallback``, two
+        the reranked ones) and keeps the ``top_k`` best. With ``per_source``, a deeper
+        list is retrieved and spread per source before reranking (see :meth:`_retrieve`),
+        and the reranked hits are spread again, so the reranker and the final hits see at
+        most ``per_source`` chunks of one file while the retrieved list holds other files
+        (:func:`spread_per_source`). With ``fallback``, two
         faults leave a usable answer and a note: an embedding API that cannot embed the
         query (after its retries) gives Milvus full-text BM25 matches, which embed nothing;
         a reranker that fails (``RerankError``) leaves the retrieved order. In ``hybrid``
@@ -211,30 +214,38 @@ class Searcher:
                 if self.rerank_weight < 1:
                     ranked = mix_scores(self.reranker.rerank(query, head), self.rerank_weight)
                 else:
-                    ranked = self.reranker.rerank(query, head, top_k)
+                    # spread per source below, so the reranker orders every candidate
+                    ranked = self.reranker.rerank(query, head, None if self.per_source else top_k)
             except RerankError as error:
                 if not self.fallback:
                     raise
                 notes.append(f"reranking failed, retrieved order kept: {error}")
             else:
-                result.hits = (ranked + _follow(tail, len(ranked)))[:top_k]
+                hits = ranked + _follow(tail, len(ranked))
+                if self.per_source:
+                    hits = spread_per_source(hits, self.per_source)
+                result.hits = hits[:top_k]
                 result.reranked = True
             result.rerank_seconds = time.perf_counter() - started
         return result
 
     def _retrieve(self, query: str, depth: int, mode: SearchMode, options: dict) -> list[Hit]:
-        """``depth`` retrieved hits; with ``per_source``, capped per source from a list
-        :data:`CAP_DEPTH` times deeper (at least the retriever's ``candidates``), deepened
-        again while the cap leaves fewer than ``depth`` hits and Milvus has more to give."""
+        """``depth`` retrieved hits; with ``per_source``, the first ``depth`` of a list
+        :data:`CAP_DEPTH` times deeper (at least the retriever's ``candidates``) spread per
+        source (:func:`spread_per_source`). The list deepens again while the cap leaves
+        fewer than ``depth`` hits, Milvus has more to give, and the last deepening found a
+        source the list did not hold: a collection of a few long files stops after one
+        deepening and fills the hits with their next chunks."""
         if not self.per_source:
             return self.retriever.search(query, top_k=depth, mode=mode, **options)
-        deeper = max(depth * CAP_DEPTH, self.retriever.candidates)
+        deeper, sources = max(depth * CAP_DEPTH, self.retriever.candidates), 0
         while True:
             hits = self.retriever.search(query, top_k=deeper, mode=mode, **options)
-            kept = cap_per_source(hits, self.per_source)
-            if len(kept) >= depth or len(hits) < deeper or deeper >= MAX_DEPTH:
-                return kept[:depth]
-            deeper = min(deeper * CAP_DEPTH, MAX_DEPTH)
+            held = Counter(hit.source for hit in hits)
+            capped = sum(min(n, self.per_source) for n in held.values())
+            if capped >= depth or len(hits) < deeper or deeper >= MAX_DEPTH or len(held) == sources:
+                return spread_per_source(hits, self.per_source)[:depth]
+            deeper, sources = min(deeper * CAP_DEPTH, MAX_DEPTH), len(held)
 
     def matched_terms(self, query: str, mode: SearchMode) -> list[str]:
         """The words of ``query`` that its sparse search in ``mode`` matched on, to show:
@@ -287,28 +298,31 @@ def mix_scores(reranked: list[Hit], weight: float) -> list[Hit]:
     ]
 
 
-def cap_per_source(hits: Iterable[Hit], per_source: int) -> list[Hit]:
-    """The hits with at most ``per_source`` chunks of each source, in their order, ranked
-    again from 1 (``rank``); each keeps its stage ranks and its rank in the fused list before
-    the cap (``fused_rank``), so a page's third chunk leaves room for the next page.
+def spread_per_source(hits: Iterable[Hit], per_source: int) -> list[Hit]:
+    """The hits in rounds: each source's first ``per_source`` chunks, in their order, then
+    each source's next ``per_source``, and so on; ranked again from 1 (``rank``). Each hit
+    keeps its stage ranks and its rank in the list before (``fused_rank``), so a page's
+    later chunks leave room for the next pages, and a list of fewer sources than the hits
+    wanted still fills them (a collection of one long PDF gives its best chunks in order).
 
-    Milvus's grouping search (``group_by_field``) is not used: the default convex fusion
-    fuses two lists in this process, and Milvus Lite 2.5.1 returns one chunk per group
-    whatever ``group_size`` asks. Collapsing a deeper fused list gives the same pages for
-    every fusion and engine.
+    This is field collapsing (one group per source, ``per_source`` hits a group) with the
+    groups' further hits after them, not dropped. Milvus's grouping search
+    (``group_by_field``) is not used: the default convex fusion fuses two lists in this
+    process, and Milvus Lite 2.5.1 returns one chunk per group whatever ``group_size``
+    asks. Spreading the fused list gives the same pages for every fusion and engine.
 
     Raises:
         ValueError: ``per_source < 1``.
     """
     if per_source < 1:
         raise ValueError(f"per_source must be >= 1, got {per_source}")
-    kept: list[Hit] = []
     seen: Counter[str] = Counter()
-    for hit in hits:
-        if seen[hit.source] < per_source:
-            seen[hit.source] += 1
-            kept.append(hit)
-    return _follow(kept, 0)
+    rounds: list[tuple[int, int, Hit]] = []
+    for position, hit in enumerate(hits):
+        rounds.append((seen[hit.source] // per_source, position, hit))
+        seen[hit.source] += 1
+    rounds.sort(key=itemgetter(0, 1))
+    return _follow([hit for _, _, hit in rounds], 0)
 
 
 def _follow(hits: list[Hit], after: int) -> list[Hit]:

@@ -181,8 +181,8 @@ class Settings(BaseSettings):
     per_source: int = Field(
         1,
         ge=0,
-        description="Most chunks of one source (file) among the hits; 0: no cap "
-        "(docs/EVALUATION.md, 'Page-level results').",
+        description="Most chunks of one source (file) among the hits while other files match; "
+        "0: no cap (docs/EVALUATION.md, 'Page-level results').",
     )
     candidates: int = Field(50, ge=1, description="Hits each AnnSearchRequest returns.")
     section_weight: float = Field(

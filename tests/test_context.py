@@ -14,7 +14,7 @@ from rag.chunking import HEADING_SEPARATOR
 from rag.context import ContextBuilder, Passage, build_passages, join_chunks, overlap_length
 from rag.eval.context_recall import ContextRecall, context_recall, ranked
 from rag.loaders import load_document
-from rag.search import cap_per_source
+from rag.search import spread_per_source
 from rag.store import CollectionProfile, MilvusStore
 from rag.types import Chunk, Hit
 
@@ -310,7 +310,7 @@ def test_context_recall_counts_a_relevant_source_in_the_context(store, embedder,
         embedder.tokenizer,
         [six + 400, 100_000],
         seeds=2,
-        hit_lists={"top-k": ranked, "capped": lambda h: cap_per_source(h, 1)},
+        hit_lists={"top-k": ranked, "capped": lambda h: spread_per_source(h, 1)},
         count=lambda source: store.count_chunks(source=source),
     )
 

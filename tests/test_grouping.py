@@ -1,4 +1,5 @@
-"""Page-level results: at most N chunks of one source among the hits, stage ranks intact."""
+"""Page-level results: at most N chunks of one source among the hits while other sources
+remain, stage ranks intact."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from rag.search import Searcher, cap_per_source
+from rag.search import Searcher, spread_per_source
 from rag.settings import SearchMode
 from rag.types import Hit
 
@@ -79,10 +80,10 @@ def test_zero_or_none_means_no_cap_and_a_negative_cap_is_refused(retriever):
     with pytest.raises(ValueError, match="per_source"):
         Searcher(retriever, per_source=-1)
     with pytest.raises(ValueError, match="per_source"):
-        cap_per_source([], 0)
+        spread_per_source([], 0)
 
 
-def test_cap_per_source_keeps_the_first_chunks_of_each_source_in_order():
+def test_spread_per_source_puts_each_sources_first_chunks_first_and_keeps_the_rest():
     hits = [
         Hit(
             rank=i,
@@ -98,16 +99,43 @@ def test_cap_per_source_keeps_the_first_chunks_of_each_source_in_order():
         )
         for i, s in enumerate("aabacbd", 1)
     ]
-    kept = cap_per_source(hits, 2)
-    assert [(h.chunk_id, h.source, h.rank, h.fused_rank) for h in kept] == [
+    spread = spread_per_source(hits, 2)
+    assert [(h.chunk_id, h.source, h.rank, h.fused_rank) for h in spread] == [
         ("1", "a", 1, 1),
         ("2", "a", 2, 2),
         ("3", "b", 3, 3),
         ("5", "c", 4, 5),
         ("6", "b", 5, 6),
         ("7", "d", 6, 7),
+        ("4", "a", 7, 4),  # a's third chunk: after every source's first two
     ]
-    assert hits[4].rank == 5  # the input hits are not changed
+    assert hits[3].rank == 4  # the input hits are not changed
+    one = spread_per_source(hits, 1)
+    assert [h.chunk_id for h in one] == ["1", "3", "5", "7", "2", "6", "4"]
+
+
+def test_a_collection_of_one_file_still_fills_the_hits_in_their_order(retriever):
+    """One long file (here: a source prefix that leaves one page) gives the hits asked for,
+    its best chunks in the order the uncapped search ranks them, not just its best one."""
+    page = next(h.source for h in retriever.search(CROWDED, top_k=1))
+    uncapped = Searcher(retriever).search(CROWDED, top_k=8, source_prefix=page).hits
+    capped = Searcher(retriever, per_source=1).search(CROWDED, top_k=8, source_prefix=page).hits
+    assert len(uncapped) == 8 and {h.source for h in uncapped} == {page}
+    assert [h.chunk_id for h in capped] == [h.chunk_id for h in uncapped]
+    assert [h.rank for h in capped] == list(range(1, 9))
+
+
+def test_the_cap_holds_after_reranking(retriever, cross_encoder):
+    """The reranker reads 30 hits of a collection of 16 pages, so its candidates hold later
+    chunks of some pages; a page's later chunk that the reranker lifts still follows every
+    page's first chunk. (The CrossEncoder is the tiny random-weight fixture: its order is
+    arbitrary, which is the point.)"""
+    searcher = Searcher(retriever, cross_encoder, rerank_candidates=30, per_source=1)
+    result = searcher.search(CROWDED, top_k=10)
+    assert result.reranked
+    assert max(per_source(result.retrieved).values()) > 1  # later chunks were reranked
+    assert len(result.hits) == 10 and max(per_source(result.hits).values()) == 1
+    assert [hit.rank for hit in result.hits] == list(range(1, 11))
 
 
 def test_cli_per_source_option_and_setting(ingested):

@@ -107,6 +107,14 @@ def test_page_without_question_shows_controls_stats_and_a_hint(start_app, ingest
     assert "dense_weight" not in [slider.key for slider in at.sidebar.slider]
 
 
+# MaxSim runs under bfloat16 autocast on a CPU with native bfloat16, and torch's kernels round
+# differently after a torch.set_num_threads call (the page's Retriever.from_settings makes
+# one): a MaxSim score moves by up to about 7e-4, and the mixed score, min-max scaled over the
+# 30 reranked hits, by up to about 1e-3. The order of the hits, their ranks and their fused
+# scores are compared exactly.
+RERANK_NOISE = 5e-3
+
+
 def app_searcher(retriever: Retriever) -> Searcher:
     """The searcher the page builds with the default settings: the default reranker (auto:
     maxsim on this profile, on the retriever's dense model) and the per-source cap."""
@@ -150,10 +158,9 @@ def test_hybrid_search_without_llm_shows_the_hits_with_stage_ranks_and_why(
         sparse = f"sparse #{hit.sparse_rank}" if hit.sparse_rank else "sparse –"
         section = f" · section #{hit.section_rank}" if hit.section_rank else ""
         fused = f"fused #{hit.fused_rank}"  # its rank before the cap of one passage a page
-        rerank = f"rerank {hit.rerank_score:.4f}"  # the default reranker's mixed score
-        assert row["stages"] == (
-            f"{dense} · {sparse}{section} · {fused} · score {hit.score:.4f} · {rerank}"
-        )
+        stages, rerank = row["stages"].split(" · rerank ")  # the default reranker's mixed score
+        assert stages == f"{dense} · {sparse}{section} · {fused} · score {hit.score:.4f}"
+        assert float(rerank) == pytest.approx(hit.rerank_score, abs=RERANK_NOISE)
     assert any(hit.section_rank for hit in expected)
     (warning,) = at.warning
     assert rendered_text(warning.value) == f"No generated answer: {NO_LLM}"
@@ -197,7 +204,7 @@ def test_single_mode_search_shows_that_lists_rank_and_raw_score(
         score, rerank = scores.split(" · rerank ")  # the default reranker ordered them
         assert stage == f"{mode.value} #{hit.fused_rank}"
         assert float(score) == pytest.approx(hit.score, rel=1e-4, abs=1e-4)
-        assert float(rerank) == pytest.approx(hit.rerank_score, rel=1e-4, abs=1e-4)
+        assert float(rerank) == pytest.approx(hit.rerank_score, abs=RERANK_NOISE)
     hybrid = retriever.search(QUERY, top_k=get_settings().top_k)
     assert [h.score for h in expected] != [h.score for h in hybrid]
 

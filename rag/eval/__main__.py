@@ -41,7 +41,7 @@ from rag.rerankers import (
     rerank_weight_of,
 )
 from rag.retriever import Retriever
-from rag.search import cap_per_source
+from rag.search import spread_per_source
 from rag.settings import PROJECT_ROOT, Settings
 from rag.store import CollectionProfile, MilvusStore, StoreError
 
@@ -359,11 +359,11 @@ def _evaluate(
 
 def _hit_lists(settings: Settings) -> dict[str, HitList]:
     """The hit lists context recall is measured on: the ranked hits, and with
-    ``RAG_PER_SOURCE`` N > 0 the hits capped at N chunks per document (page-level results)."""
+    ``RAG_PER_SOURCE`` N > 0 the hits spread at N chunks per document (page-level results)."""
     lists: dict[str, HitList] = {"top-k": ranked}
     if settings.per_source:
         cap = settings.per_source
-        lists[f"per-source-{cap}"] = lambda hits: cap_per_source(hits, cap)
+        lists[f"per-source-{cap}"] = lambda hits: spread_per_source(hits, cap)
     return lists
 
 

@@ -13,8 +13,8 @@ from rag.types import Hit
 
 HitList = Callable[[Sequence[Hit]], list[Hit]]
 """A query's final hits → the hit list the context is built from: the hits as ranked
-(:func:`ranked`), or another grouping of them (``rag.search.cap_per_source`` for page-level
-results)."""
+(:func:`ranked`), or another grouping of them (``rag.search.spread_per_source`` for
+page-level results)."""
 
 PREFIX = "context-recall@"  # the rows' label: context-recall@2000
 
@@ -102,7 +102,7 @@ def context_recall(
         budgets: token budgets, each > 0.
         seeds: hits that seed the expanded context.
         hit_lists: name → hit list to build the context from (default ``{"top-k": ranked}``);
-            a page-grouped variant is ``lambda hits: cap_per_source(hits, 2)``.
+            a page-grouped variant is ``lambda hits: spread_per_source(hits, 2)``.
         count: source → its number of stored chunks (``store.count_chunks(source=source)``);
             given, the rows also count queries whose relevant document is whole in the
             context (``plain_whole``, ``expanded_whole``).

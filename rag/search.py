@@ -170,7 +170,8 @@ class Searcher:
         a reranker that fails (``RerankError``) leaves the retrieved order. In ``hybrid``
         mode, a query in a language the collection (almost) lacks is searched in ``dense``
         mode, with a note (``rag.language.choose_lexical``); a query in a language the dense
-        model was not made for gets a note too (``rag.language.unread_language_note``).
+        model was not made for gets a note too (``rag.language.unread_language_note``). A
+        search that finds nothing says why in a note.
 
         Raises:
             ValueError: empty query or invalid fusion parameters.
@@ -202,6 +203,8 @@ class Searcher:
             )
             mode = SearchMode.BM25
             hits = self._retrieve(query, depth, mode, options)
+        if not hits:
+            notes.append(self._no_hits(mode, options.get("source_prefix")))
         result = SearchResult(hits[:top_k], mode, False, notes, hits, language=language)
         result.lexical = mode is not SearchMode.DENSE
         result.retrieve_seconds = time.perf_counter() - started
@@ -246,6 +249,19 @@ class Searcher:
             if capped >= depth or len(hits) < deeper or deeper >= MAX_DEPTH or len(held) == sources:
                 return spread_per_source(hits, self.per_source)[:depth]
             deeper, sources = min(deeper * CAP_DEPTH, MAX_DEPTH), len(held)
+
+    def _no_hits(self, mode: SearchMode, source_prefix: str | None) -> str:
+        """Why a search found nothing: an empty collection, a source prefix that no chunk
+        has, or (sparse and bm25 modes, which match words) no word in common."""
+        store = self.retriever.store
+        if not store.count_chunks():
+            return (
+                f"no hits: collection {store.collection!r} holds no chunks yet "
+                "(python -m ingest PATH adds documents)"
+            )
+        if source_prefix:
+            return f"no hits: no chunk's source starts with {source_prefix!r}"
+        return f"no hits: no chunk shares a word with the query ({mode.value} mode matches words)"
 
     def matched_terms(self, query: str, mode: SearchMode) -> list[str]:
         """The words of ``query`` that its sparse search in ``mode`` matched on, to show:

@@ -116,6 +116,25 @@ def test_source_prefix_restricts_hits(retriever, ingested):
     }
 
 
+def test_a_search_that_finds_nothing_says_why(retriever, embedder, tmp_path):
+    searcher = Searcher(retriever)
+    result = searcher.search(KNOWN[0][0], source_prefix="/nowhere/")
+    assert result.hits == [] and result.notes == [
+        "no hits: no chunk's source starts with '/nowhere/'"
+    ]
+    assert searcher.search(KNOWN[0][0]).notes == []
+
+    store = MilvusStore.open(str(tmp_path / "empty.db"), "docs", CollectionProfile.of(embedder))
+    try:
+        result = Searcher(Retriever(store, embedder)).search(KNOWN[0][0])
+    finally:
+        store.close()
+    assert result.hits == []
+    assert result.notes == [
+        "no hits: collection 'docs' holds no chunks yet (python -m ingest PATH adds documents)"
+    ]
+
+
 def test_the_searcher_without_a_reranker_gives_the_retrieved_hits(retriever):
     searcher = Searcher(retriever)
     for mode in SearchMode:

@@ -120,7 +120,7 @@ def _print_hits(console: Console, hits: list, terms: list[str], language: Langua
     ``terms`` the sparse search matched on in bold (listed first, then the query's
     detected ``language``)."""
     pattern = term_pattern(terms)
-    if terms:
+    if terms and hits:
         console.print(f"[dim]sparse-matched terms: {escape(', '.join(terms))}[/dim]")
     console.print(f"[dim]question language: {escape(language.describe())}[/dim]\n")
     for hit in hits:

@@ -261,6 +261,21 @@ def test_cli_on_a_missing_collection_says_what_to_do(tmp_path):
     assert "python -m ingest" in " ".join(result.stderr.split())
 
 
+def test_cli_on_an_empty_collection_says_so_and_lists_no_terms(tmp_path, embedder):
+    db = str(tmp_path / "empty.db")
+    MilvusStore.open(db, "docs", CollectionProfile.of(embedder)).close()
+    result = subprocess.run(
+        [sys.executable, "-m", "rag", "search", "sparse vector index", "--db", db],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "no hits: collection 'docs' holds no chunks yet" in " ".join(result.stderr.split())
+    assert "sparse-matched terms" not in result.stdout
+
+
 def test_cli_refuses_a_bad_setting_with_its_reason(tmp_path):
     env = os.environ | {"RAG_SPARSE_QUERY_TERMS": "-1"}
     result = subprocess.run(

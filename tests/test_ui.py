@@ -168,6 +168,21 @@ def test_hybrid_search_without_llm_shows_the_hits_with_stage_ranks_and_why(
     assert_no_live_markup(at)
 
 
+def test_a_question_on_an_empty_collection_says_why_nothing_is_shown(start_app, embedder, tmp_path):
+    db = str(tmp_path / "empty.db")
+    MilvusStore.open(db, "docs", CollectionProfile.of(embedder)).close()
+    at = ask(start_app(db), QUERY)
+
+    assert not at.exception
+    assert [rendered_text(i.value) for i in at.info] == ["No passage matches this question."]
+    warnings = [rendered_text(w.value) for w in at.warning]
+    assert (
+        "no hits: collection 'docs' holds no chunks yet (python -m ingest PATH adds documents)"
+        in warnings
+    )
+    assert not any("Sparse-matched" in rendered_text(c.value) for c in at.main.caption)
+
+
 def test_sparse_matched_terms_are_bold_in_the_passages(start_app, ingested, retriever):
     at = ask(start_app(*ingested[:2]), QUERY)
 

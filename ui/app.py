@@ -279,7 +279,7 @@ def show_details(index: int, turn: Turn) -> None:
     )
     if not hits:
         st.info("No passage matches this question.")
-    if turn.terms:
+    elif turn.terms:
         st.caption("Sparse-matched terms in bold: " + literal(", ".join(turn.terms)))
     for hit in hits:
         show_hit(hit, turn.mode, index, turn.terms)

@@ -10,7 +10,6 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from operator import itemgetter
 
 from rag.fusion import min_max
 from rag.http import APIError
@@ -238,7 +237,7 @@ class Searcher:
         source (:func:`spread_per_source`). The list deepens again while the cap leaves
         fewer than ``depth`` hits, Milvus has more to give, and the last deepening found a
         source the list did not hold: a collection of a few long files stops after one
-        deepening and fills the hits with their next chunks."""
+        deepening and fills the hits with their other chunks."""
         if not self.per_source:
             return self.retriever.search(query, top_k=depth, mode=mode, **options)
         deeper, sources = max(depth * CAP_DEPTH, self.retriever.candidates), 0
@@ -315,14 +314,15 @@ def mix_scores(reranked: list[Hit], weight: float) -> list[Hit]:
 
 
 def spread_per_source(hits: Iterable[Hit], per_source: int) -> list[Hit]:
-    """The hits in rounds: each source's first ``per_source`` chunks, in their order, then
-    each source's next ``per_source``, and so on; ranked again from 1 (``rank``). Each hit
-    keeps its stage ranks and its rank in the list before (``fused_rank``), so a page's
-    later chunks leave room for the next pages, and a list of fewer sources than the hits
-    wanted still fills them (a collection of one long PDF gives its best chunks in order).
+    """The hits with each source's first ``per_source`` chunks first, in their order, then
+    every other hit in its order; ranked again from 1 (``rank``). Each hit keeps its stage
+    ranks and its rank in the list before (``fused_rank``), so a page's later chunks leave
+    room for the next pages, and a list of fewer sources than the hits wanted still fills
+    them with the best of the rest (a collection of one long PDF gives its best chunks in
+    order; a weak page's second chunk does not pass a strong page's second).
 
     This is field collapsing (one group per source, ``per_source`` hits a group) with the
-    groups' further hits after them, not dropped. Milvus's grouping search
+    collapsed hits after the groups, not dropped. Milvus's grouping search
     (``group_by_field``) is not used: the default convex fusion fuses two lists in this
     process, and Milvus Lite 2.5.1 returns one chunk per group whatever ``group_size``
     asks. Spreading the fused list gives the same pages for every fusion and engine.
@@ -333,12 +333,12 @@ def spread_per_source(hits: Iterable[Hit], per_source: int) -> list[Hit]:
     if per_source < 1:
         raise ValueError(f"per_source must be >= 1, got {per_source}")
     seen: Counter[str] = Counter()
-    rounds: list[tuple[int, int, Hit]] = []
-    for position, hit in enumerate(hits):
-        rounds.append((seen[hit.source] // per_source, position, hit))
+    first: list[Hit] = []
+    rest: list[Hit] = []
+    for hit in hits:
+        (first if seen[hit.source] < per_source else rest).append(hit)
         seen[hit.source] += 1
-    rounds.sort(key=itemgetter(0, 1))
-    return _follow([hit for _, _, hit in rounds], 0)
+    return _follow(first + rest, 0)
 
 
 def _follow(hits: list[Hit], after: int) -> list[Hit]:

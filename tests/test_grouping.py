@@ -83,7 +83,7 @@ def test_zero_or_none_means_no_cap_and_a_negative_cap_is_refused(retriever):
         spread_per_source([], 0)
 
 
-def test_spread_per_source_puts_each_sources_first_chunks_first_and_keeps_the_rest():
+def test_spread_per_source_puts_each_sources_first_chunks_first_then_the_rest_in_order():
     hits = [
         Hit(
             rank=i,
@@ -110,8 +110,8 @@ def test_spread_per_source_puts_each_sources_first_chunks_first_and_keeps_the_re
         ("4", "a", 7, 4),  # a's third chunk: after every source's first two
     ]
     assert hits[3].rank == 4  # the input hits are not changed
-    one = spread_per_source(hits, 1)
-    assert [h.chunk_id for h in one] == ["1", "3", "5", "7", "2", "6", "4"]
+    one = spread_per_source(hits, 1)  # the first of each source, then the rest in order
+    assert [h.chunk_id for h in one] == ["1", "3", "5", "7", "2", "4", "6"]
 
 
 def test_a_collection_of_one_file_still_fills_the_hits_in_their_order(retriever):

@@ -73,6 +73,25 @@ class BeirDataset:
                 if line.strip():
                     yield corpus_document(json.loads(line))
 
+    def metadata_field(self, name: str) -> dict[str, str]:
+        """Doc id → the string value of ``metadata[name]`` for every corpus entry that has
+        one (the Milvus FAQ split's ``path``: the file a section comes from).
+
+        Raises:
+            DatasetError: no corpus entry has the field.
+        """
+        values: dict[str, str] = {}
+        with self.corpus_path.open(encoding="utf-8") as handle:
+            for line in handle:
+                if line.strip():
+                    row = json.loads(line)
+                    value = (row.get("metadata") or {}).get(name)
+                    if value is not None:
+                        values[str(row["_id"])] = str(value)
+        if not values:
+            raise DatasetError(f"{self.corpus_path}: no document has metadata field {name!r}")
+        return values
+
     def queries(self) -> dict[str, str]:
         """Query id → text, in file order."""
         queries: dict[str, str] = {}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,20 @@ HIT_JSON_FIELDS = frozenset(
     {"rank", "score", "chunk_id", "source", "title", "heading", "page", "text", "dense_rank",
      "dense_score", "sparse_rank", "sparse_score", "section_rank", "rerank_score", "fused_rank"}
 )  # fmt: skip
+
+
+def run_eval(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``python -m rag.eval ARGS`` from the repo, offline, on two threads (``env`` added)."""
+    base = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "RAG_NUM_THREADS": "2"}
+    return subprocess.run(
+        [sys.executable, "-m", "rag.eval", *args],
+        cwd=Path(__file__).resolve().parents[1],
+        env=os.environ | base | (env or {}),
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
 
 
 def milvus_docs_subset() -> list[Path]:

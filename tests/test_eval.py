@@ -5,21 +5,17 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, run_eval
 from cross_encoder_fixture import build_tiny_cross_encoder
 
 from rag.eval.beir import BeirDataset, DatasetError, corpus_document, dataset_name
 from rag.eval.metrics import METRIC_NAMES, collapse_to_documents, mean_scores, per_query
 from rag.settings import DEFAULT_SPARSE_QUERY_TERMS
 
-REPO = Path(__file__).resolve().parents[1]
 XQUAD_EN = SHARED_DATA / "multilingual" / "xquad_r" / "en"
 CISI = SHARED_DATA / "classic" / "cisi"
 REQUIRED_KEYS = {
@@ -170,26 +166,14 @@ def test_precomputed_queries_match_direct_encoding(embedder):
 
 # ----------------------------------------------------------------- end to end
 def _eval_cli(*args: str) -> list[dict]:
-    env = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "RAG_NUM_THREADS": "2"}
-    result = subprocess.run(
-        [sys.executable, "-m", "rag.eval", *args, "--json"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
+    result = run_eval(*args, "--json")
     assert result.returncode == 0, result.stderr[-3000:]
     return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
 
 
 def test_cli_refuses_a_bad_setting_with_its_reason(tmp_path):
-    env = os.environ | {"RAG_CHUNK_OVERLAP": "500"}
-    result = subprocess.run(
-        [sys.executable, "-m", "rag.eval", str(XQUAD_EN), "--db", str(tmp_path / "x.db")],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+    result = run_eval(str(XQUAD_EN), "--db", str(tmp_path / "x.db"),
+                      env={"RAG_CHUNK_OVERLAP": "500"})  # fmt: skip
     assert result.returncode == 2
     assert "chunk_overlap must be smaller than chunk_size" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "x.db").exists()

@@ -4,19 +4,15 @@ spread by file as the product spreads them, Recall@k and MRR@10 over chunk posit
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, run_eval
 
 from rag.eval.beir import BeirDataset, DatasetError
 from rag.eval.page_recall import page_recall, spread_by_page
 from rag.types import Hit
 
-REPO = Path(__file__).resolve().parents[1]
 FAQ = SHARED_DATA / "milvus_docs" / "qa" / "faq_retrieval"
 # The three FAQ pages hold every answering section; the glossary and the architecture pages
 # hold sections that compete with them ("Milvus FAQ dev split" in docs/EVALUATION.md).
@@ -73,30 +69,17 @@ def _faq_subset(folder: Path) -> Path:
     return folder
 
 
-def _eval(*args: str) -> subprocess.CompletedProcess:
-    env = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "RAG_NUM_THREADS": "2"}
-    return subprocess.run(
-        [sys.executable, "-m", "rag.eval", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-
-
 @pytest.mark.slow
 def test_cli_reports_page_recall_rows_per_cap(tmp_path):
     dataset = _faq_subset(tmp_path / "faq_subset")
     common = (str(dataset), "--split", "dev_en", "--db", str(tmp_path / "eval.db"))
-    refused = _eval(*common, "--page-field", "nope")
+    refused = run_eval(*common, "--page-field", "nope")
     assert refused.returncode == 2
     assert "no document has metadata field 'nope'" in refused.stderr
     assert "Traceback" not in refused.stderr and not (tmp_path / "eval.db").exists()
 
-    result = _eval(*common, "--mode", "hybrid-convex", "--rerank", "none", "--page-field",
-                   "path", "--json")  # fmt: skip
+    result = run_eval(*common, "--mode", "hybrid-convex", "--rerank", "none", "--page-field",
+                      "path", "--json")  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     scores, *paged = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
     assert "row" not in scores and scores["n_queries"] == 36

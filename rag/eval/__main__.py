@@ -332,10 +332,7 @@ def _evaluate(
             progress.update(task, len(queries), note)
             rows.extend(
                 {
-                    "dataset": dataset.name,
-                    "split": dataset.split,
-                    "mode": result.mode,
-                    "profile": embedder.profile,
+                    **_row_head(dataset, embedder, result.mode),
                     **{k: round(result.scores[k], 4) for k in METRIC_NAMES},
                     "n_queries": result.n_queries,
                     "seconds": round(result.seconds, 2),
@@ -389,14 +386,21 @@ def _hit_lists(settings: Settings) -> dict[str, HitList]:
     return lists
 
 
-def _context_row(
-    dataset: BeirDataset, embedder, mode: str, collection: str, recall: ContextRecall
-) -> dict:
+def _row_head(dataset: BeirDataset, embedder, mode: str) -> dict:
+    """The keys every JSON row starts with."""
     return {
         "dataset": dataset.name,
         "split": dataset.split,
         "mode": mode,
         "profile": embedder.profile,
+    }
+
+
+def _context_row(
+    dataset: BeirDataset, embedder, mode: str, collection: str, recall: ContextRecall
+) -> dict:
+    return {
+        **_row_head(dataset, embedder, mode),
         "row": recall.label,
         "hits": recall.hits,
         "budget": recall.budget,
@@ -414,10 +418,7 @@ def _page_row(
     dataset: BeirDataset, embedder, mode: str, collection: str, recall: PageRecall
 ) -> dict:
     return {
-        "dataset": dataset.name,
-        "split": dataset.split,
-        "mode": mode,
-        "profile": embedder.profile,
+        **_row_head(dataset, embedder, mode),
         "row": PAGE_ROW,
         "per_page": recall.cap,
         **{f"recall@{k}": round(value, 4) for k, value in recall.recall.items()},

@@ -8,7 +8,7 @@ import dataclasses
 import re
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from rag.fusion import min_max
@@ -313,9 +313,17 @@ def mix_scores(reranked: list[Hit], weight: float) -> list[Hit]:
     ]
 
 
-def spread_per_source(hits: Iterable[Hit], per_source: int) -> list[Hit]:
+def _source(hit: Hit) -> str:
+    return hit.source
+
+
+def spread_per_source(
+    hits: Iterable[Hit], per_source: int, key: Callable[[Hit], str] = _source
+) -> list[Hit]:
     """The hits with each source's first ``per_source`` chunks first, in their order, then
-    every other hit in its order; ranked again from 1 (``rank``). Each hit keeps its stage
+    every other hit in its order; ranked again from 1 (``rank``). ``key`` gives a hit's
+    group, its source by default (``rag.eval.page_recall`` groups documents by their file).
+    Each hit keeps its stage
     ranks and its rank in the list before (``fused_rank``), so a page's later chunks leave
     room for the next pages, and a list of fewer sources than the hits wanted still fills
     them with the best of the rest (a collection of one long PDF gives its best chunks in
@@ -336,8 +344,9 @@ def spread_per_source(hits: Iterable[Hit], per_source: int) -> list[Hit]:
     first: list[Hit] = []
     rest: list[Hit] = []
     for hit in hits:
-        (first if seen[hit.source] < per_source else rest).append(hit)
-        seen[hit.source] += 1
+        group = key(hit)
+        (first if seen[group] < per_source else rest).append(hit)
+        seen[group] += 1
     return _follow(first + rest, 0)
 
 

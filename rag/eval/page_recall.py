@@ -13,7 +13,6 @@ distinct documents: two chunks of one section take two places, as they do on scr
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -54,7 +53,7 @@ def first_relevant(hits: Sequence[Hit], relevant: set[str]) -> int | None:
 
 
 def spread_by_page(hits: Sequence[Hit], page_of: Mapping[str, str], cap: int) -> list[Hit]:
-    """``hits`` in the order ``spread_per_source`` gives when each hit's source is read as
+    """``hits`` spread by ``spread_per_source`` with each hit grouped by
     ``page_of[source]`` (a source missing from the map is its own page); the hits keep their
     own sources. ``cap`` 0 returns them as they are.
 
@@ -65,12 +64,7 @@ def spread_by_page(hits: Sequence[Hit], page_of: Mapping[str, str], cap: int) ->
         raise ValueError(f"cap must be >= 0, got {cap}")
     if cap == 0:
         return list(hits)
-    by_position = {str(i): hit for i, hit in enumerate(hits)}
-    as_pages = [
-        dataclasses.replace(hit, chunk_id=str(i), source=page_of.get(hit.source, hit.source))
-        for i, hit in enumerate(hits)
-    ]
-    return [by_position[hit.chunk_id] for hit in spread_per_source(as_pages, cap)]
+    return spread_per_source(hits, cap, key=lambda hit: page_of.get(hit.source, hit.source))
 
 
 def page_recall(

@@ -49,6 +49,15 @@ def test_page_recall_counts_chunk_positions_after_the_spread():
     assert {row.n_queries for row in rows} == {2}
 
 
+def test_page_recall_is_the_share_of_each_querys_relevant_documents_found():
+    hits = [_hit(s, i) for i, s in enumerate(["a1", "b1", "c1", "a2"], 1)]
+    page_of = {"a1": "A", "a2": "A", "b1": "B", "c1": "C"}
+    # two relevant documents: b1 at 2, a2 at 4; MRR counts the first of them
+    (row,) = page_recall({"q1": hits}, {"q1": {"b1": 1, "a2": 2}}, page_of, (0,), (2, 4))
+    assert row.recall == {2: 0.5, 4: 1.0}
+    assert row.mrr == pytest.approx(1 / 2)
+
+
 def test_metadata_field_maps_each_section_to_its_file():
     pages = BeirDataset.open(FAQ, "dev_en").metadata_field("path")
     assert len(pages) == 4512

@@ -5,9 +5,10 @@ In a corpus of documentation sections (the Milvus FAQ split), each BEIR document
 section, and the product's page-level results cap chunks per *file*
 (``rag.search.spread_per_source``), not per section. Mapping each document to its file (a
 corpus metadata field such as ``path``) and spreading the ranked chunk hits by it measures
-what the cap does to the answering section's place: Recall@k is the share of judged queries
-with a chunk of a relevant document among the first k hits, MRR@10 the mean reciprocal rank
-of the first such chunk within the first 10 (0 below). Positions count chunk hits, not
+what the cap does to the answering section's place: Recall@k is the share of a query's
+relevant documents with a chunk among the first k hits, averaged over the judged queries (as
+BEIR's ``trec_eval`` Recall@k), MRR@10 the mean reciprocal rank of the first chunk of any
+relevant document within the first 10 (0 below). Positions count chunk hits, not
 distinct documents: two chunks of one section take two places, as they do on screen.
 """
 
@@ -31,7 +32,8 @@ class PageRecall:
 
     Attributes:
         cap: chunks per page before the other hits follow (0: not spread).
-        recall: k → share of judged queries with a relevant document among the first k hits.
+        recall: k → Recall@k, the mean over judged queries of the share of their relevant
+            documents with a chunk among the first k hits.
         mrr: MRR@10 over the same positions.
         n_queries: judged queries (a query without hits counts as missed).
     """
@@ -47,9 +49,13 @@ class PageRecall:
         return f"{self.cap} per page" if self.cap else "no cap"
 
 
-def first_relevant(hits: Sequence[Hit], relevant: set[str]) -> int | None:
-    """1-based position of the first hit whose source is in ``relevant``, else ``None``."""
-    return next((i for i, hit in enumerate(hits, 1) if hit.source in relevant), None)
+def relevant_positions(hits: Sequence[Hit], relevant: set[str]) -> dict[str, int]:
+    """Each relevant document with a hit → the 1-based position of its first hit."""
+    positions: dict[str, int] = {}
+    for position, hit in enumerate(hits, 1):
+        if hit.source in relevant:
+            positions.setdefault(hit.source, position)
+    return positions
 
 
 def spread_by_page(hits: Sequence[Hit], page_of: Mapping[str, str], cap: int) -> list[Hit]:
@@ -74,7 +80,8 @@ def page_recall(
     caps: Sequence[int] = PAGE_CAPS,
     depths: Sequence[int] = PAGE_DEPTHS,
 ) -> list[PageRecall]:
-    """Recall@k and MRR@10 of the hits spread by page, one row per cap.
+    """Recall@k and MRR@10 of the hits spread by page, one row per cap (a query without a
+    relevant document, or without hits, counts as 0).
 
     Args:
         final_hits: query id → its hits, best first (sources are document ids), deep enough
@@ -92,18 +99,18 @@ def page_recall(
         raise ValueError("no judged queries to evaluate")
     rows = []
     for cap in caps:
-        found = dict.fromkeys(depths, 0)
+        found = dict.fromkeys(depths, 0.0)
         reciprocal = 0.0
         for qid, judged in qrels.items():
             relevant = {doc for doc, score in judged.items() if score > 0}
             spread = spread_by_page(final_hits.get(qid, []), page_of, cap)
-            position = first_relevant(spread, relevant)
-            if position is None:
+            positions = relevant_positions(spread, relevant)
+            if not positions:
                 continue
             for k in depths:
-                found[k] += position <= k
-            if position <= MRR_DEPTH:
-                reciprocal += 1 / position
+                found[k] += sum(p <= k for p in positions.values()) / len(relevant)
+            if (first := min(positions.values())) <= MRR_DEPTH:
+                reciprocal += 1 / first
         n = len(qrels)
         rows.append(PageRecall(cap, {k: found[k] / n for k in depths}, reciprocal / n, n))
     return rows

@@ -68,10 +68,14 @@ class BeirDataset:
     def documents(self) -> Iterator[Document]:
         """Every corpus entry as ``Document(source=_id, title, [Section(text)])``, in file
         order. An entry with no text but a title is indexed by its title."""
+        return map(corpus_document, self._corpus_rows())
+
+    def _corpus_rows(self) -> Iterator[dict]:
+        """Every ``corpus.jsonl`` entry as parsed JSON, in file order (blank lines skipped)."""
         with self.corpus_path.open(encoding="utf-8") as handle:
             for line in handle:
                 if line.strip():
-                    yield corpus_document(json.loads(line))
+                    yield json.loads(line)
 
     def metadata_field(self, name: str) -> dict[str, str]:
         """Doc id → the string value of ``metadata[name]`` for every corpus entry that has
@@ -81,13 +85,10 @@ class BeirDataset:
             DatasetError: no corpus entry has the field.
         """
         values: dict[str, str] = {}
-        with self.corpus_path.open(encoding="utf-8") as handle:
-            for line in handle:
-                if line.strip():
-                    row = json.loads(line)
-                    value = (row.get("metadata") or {}).get(name)
-                    if value is not None:
-                        values[str(row["_id"])] = str(value)
+        for row in self._corpus_rows():
+            value = (row.get("metadata") or {}).get(name)
+            if value is not None:
+                values[str(row["_id"])] = str(value)
         if not values:
             raise DatasetError(f"{self.corpus_path}: no document has metadata field {name!r}")
         return values

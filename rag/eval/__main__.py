@@ -456,15 +456,8 @@ def _print_context_table(rows: list[dict]) -> None:
         f"context recall, {first['dataset']} ({first['split']}, {first['n_queries']} queries; "
         f"expanded: {first['seeds']} hits and their neighbours)"
     )
-    table = Table(title=title)
-    profiles = len({row["profile"] for row in rows}) > 1
-    labels = ("profile", "mode", "row", "hits") if profiles else ("mode", "row", "hits")
     values = ("plain", "expanded", "plain_whole", "expanded_whole")
-    for column in (*labels, *values):
-        table.add_column(column, justify="left" if column in labels else "right")
-    for row in rows:
-        table.add_row(*(row[label] for label in labels), *(f"{row[v]:.4f}" for v in values))
-    Console(file=sys.stdout).print(table)
+    _print_rows(title, rows, ("mode", "row", "hits"), values)
 
 
 def _print_page_table(rows: list[dict]) -> None:
@@ -473,15 +466,23 @@ def _print_page_table(rows: list[dict]) -> None:
         f"page-level recall, {first['dataset']} ({first['split']}, {first['n_queries']} "
         "queries; chunk positions after spreading by page)"
     )
+    values = tuple(key for key in first if key.startswith(("recall@", "mrr@")))
+    shown = [{**row, "per page": str(row["per_page"] or "no cap")} for row in rows]
+    _print_rows(title, shown, ("mode", "per page"), values)
+
+
+def _print_rows(
+    title: str, rows: list[dict], labels: tuple[str, ...], values: tuple[str, ...]
+) -> None:
+    """A table of ``rows``: the ``labels`` columns as they are (led by ``profile`` when the
+    rows hold more than one), then the ``values`` columns to four decimals."""
+    if len({row["profile"] for row in rows}) > 1:
+        labels = ("profile", *labels)
     table = Table(title=title)
-    profiles = len({row["profile"] for row in rows}) > 1
-    labels = ("profile", "mode", "per page") if profiles else ("mode", "per page")
-    values = [key for key in first if key.startswith(("recall@", "mrr@"))]
     for column in (*labels, *values):
         table.add_column(column, justify="left" if column in labels else "right")
     for row in rows:
-        cap = str(row["per_page"] or "no cap")
-        table.add_row(*(row[k] for k in labels[:-1]), cap, *(f"{row[v]:.4f}" for v in values))
+        table.add_row(*(str(row[k]) for k in labels), *(f"{row[v]:.4f}" for v in values))
     Console(file=sys.stdout).print(table)
 
 

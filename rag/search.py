@@ -10,6 +10,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from rag.fusion import min_max
 from rag.http import APIError
@@ -313,21 +314,17 @@ def mix_scores(reranked: list[Hit], weight: float) -> list[Hit]:
     ]
 
 
-def _source(hit: Hit) -> str:
-    return hit.source
-
-
 def spread_per_source(
-    hits: Iterable[Hit], per_source: int, key: Callable[[Hit], str] = _source
+    hits: Iterable[Hit], per_source: int, key: Callable[[Hit], str] = attrgetter("source")
 ) -> list[Hit]:
     """The hits with each source's first ``per_source`` chunks first, in their order, then
     every other hit in its order; ranked again from 1 (``rank``). ``key`` gives a hit's
     group, its source by default (``rag.eval.page_recall`` groups documents by their file).
-    Each hit keeps its stage
-    ranks and its rank in the list before (``fused_rank``), so a page's later chunks leave
-    room for the next pages, and a list of fewer sources than the hits wanted still fills
-    them with the best of the rest (a collection of one long PDF gives its best chunks in
-    order; a weak page's second chunk does not pass a strong page's second).
+    Each hit keeps its stage ranks and its rank in the list before (``fused_rank``), so a
+    page's later chunks leave room for the next pages, and a list of fewer sources than the
+    hits wanted still fills them with the best of the rest (a collection of one long PDF
+    gives its best chunks in order; a weak page's second chunk does not pass a strong
+    page's second).
 
     This is field collapsing (one group per source, ``per_source`` hits a group) with the
     collapsed hits after the groups, not dropped. Milvus's grouping search

@@ -75,8 +75,14 @@ class Language:
         return _NAMES.get(self.code, self.code)
 
     def describe(self) -> str:
-        """``German (de, 0.99)``, or ``unknown`` for a text with nothing to detect."""
-        return f"{self.name} ({self.code}, {self.confidence:.2f})" if self.code else "unknown"
+        """``German (de, 0.99)``; ``uncertain (kn, 0.07)`` under :data:`MIN_CONFIDENCE`,
+        where no language rule applies (fastText's small model reads "How do I specify the
+        name of the output file?" as Kannada at 0.07); ``unknown`` for a text with nothing to
+        detect."""
+        if not self.code:
+            return "unknown"
+        label = self.name if self.confidence >= MIN_CONFIDENCE else "uncertain"
+        return f"{label} ({self.code}, {self.confidence:.2f})"
 
 
 @cache

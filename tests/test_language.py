@@ -105,6 +105,9 @@ def test_detect_names_the_language_with_its_confidence():
     assert detect("インデックスを作成するには？").code == "ja"  # kana: Japanese
     assert detect("  \n") == Language("", 0.0)
     assert detect("HNSW").confidence < MIN_CONFIDENCE  # an identifier: no language to trust
+    assert detect("HNSW").describe().startswith("uncertain (")
+    assert Language("kn", 0.07).describe() == "uncertain (kn, 0.07)"
+    assert Language("", 0.0).describe() == "unknown"
 
 
 def test_each_chunk_stores_its_language(searcher):

@@ -70,6 +70,12 @@ class Language:
     confidence: float
 
     @property
+    def known(self) -> bool:
+        """Whether the detection is trusted: a code with confidence of at least
+        :data:`MIN_CONFIDENCE`. The language rule and the notes read only known languages."""
+        return bool(self.code) and self.confidence >= MIN_CONFIDENCE
+
+    @property
     def name(self) -> str:
         """English name of the language (the code itself for one without a name here)."""
         return _NAMES.get(self.code, self.code)
@@ -81,7 +87,7 @@ class Language:
         detect."""
         if not self.code:
             return "unknown"
-        label = self.name if self.confidence >= MIN_CONFIDENCE else "uncertain"
+        label = self.name if self.known else "uncertain"
         return f"{label} ({self.code}, {self.confidence:.2f})"
 
 
@@ -157,7 +163,7 @@ def choose_lexical(language: Language, store: ChunkCounts) -> LexicalChoice:
     Raises:
         MilvusException: the collection cannot be counted.
     """
-    if not store.languages or not language.code or language.confidence < MIN_CONFIDENCE:
+    if not store.languages or not language.known:
         return LexicalChoice(language, None, True)
     total = store.count_chunks()
     if not total:
@@ -188,7 +194,7 @@ def unread_language_note(
     Chinese ones and the ``multilingual`` profile's 0.31 (docs/EVALUATION.md, "Milvus FAQ dev
     split").
     """
-    if not languages or not language.code or language.confidence < MIN_CONFIDENCE:
+    if not languages or not language.known:
         return None
     if language.code in languages:
         return None
